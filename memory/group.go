@@ -1,0 +1,147 @@
+package memory
+
+import (
+	"context"
+	"slices"
+	"sync"
+	"sync/atomic"
+
+	"github.com/syncbridge/syncbridge"
+)
+
+// group is a consumer group of a topic: one queue and one goroutine per
+// partition; each goroutine hands its messages, in order, to the member the
+// partition is assigned to (partition modulo the number of members).
+type group struct {
+	t     *Transport
+	tp    *topic
+	name  string
+	parts []chan syncbridge.Message
+
+	mu      sync.Mutex                // protects changes to members, and changed
+	members atomic.Pointer[[]*member] // read without mu
+	changed chan struct{}             // closed and replaced when members change
+}
+
+// member is one subscription of a group.
+type member struct {
+	g      *group
+	h      syncbridge.Handler
+	ctx    context.Context
+	cancel context.CancelFunc
+	once   sync.Once
+
+	mu     sync.Mutex     // protects closed and active.Add
+	closed bool           // no new handler calls
+	active sync.WaitGroup // handler calls in progress
+}
+
+// join adds a member to the named group of tp, creating the group (and its
+// goroutines) on first use.
+func (t *Transport) join(tp *topic, name string, h syncbridge.Handler) (syncbridge.Subscription, error) {
+	tp.mu.Lock()
+	g := tp.groups[name]
+	if g == nil {
+		g = &group{t: t, tp: tp, name: name, changed: make(chan struct{})}
+		g.members.Store(new([]*member))
+		for range t.Partitions {
+			g.parts = append(g.parts, make(chan syncbridge.Message, t.QueueSize))
+		}
+		for p := range g.parts {
+			if !t.start(func() { g.run(p) }) {
+				tp.mu.Unlock()
+				return nil, ErrClosed
+			}
+		}
+		tp.groups[name] = g
+	}
+	tp.mu.Unlock()
+
+	ctx, cancel := context.WithCancel(context.Background())
+	m := &member{g: g, h: h, ctx: ctx, cancel: cancel}
+	g.mu.Lock()
+	ms := append(slices.Clone(*g.members.Load()), m)
+	g.members.Store(&ms)
+	close(g.changed)
+	g.changed = make(chan struct{})
+	g.mu.Unlock()
+	return m, nil
+}
+
+// run serves partition p until the transport closes.
+func (g *group) run(p int) {
+	q := g.parts[p]
+	for {
+		var msg syncbridge.Message
+		select {
+		case msg = <-q:
+		case <-g.t.done:
+			return
+		}
+		for !g.handOver(p, msg) {
+			// No open member: wait for the membership to change.
+			g.mu.Lock()
+			changed := g.changed
+			g.mu.Unlock()
+			if len(*g.members.Load()) > 0 {
+				continue // changed between handOver and reading changed
+			}
+			select {
+			case <-changed:
+			case <-g.t.done:
+				return
+			}
+		}
+	}
+}
+
+// handOver calls the handler of the member partition p is assigned to,
+// and reports false when no member could take the message.
+func (g *group) handOver(p int, msg syncbridge.Message) bool {
+	for {
+		ms := *g.members.Load()
+		if len(ms) == 0 {
+			return false
+		}
+		m := ms[p%len(ms)]
+		m.mu.Lock()
+		if m.closed {
+			m.mu.Unlock()
+			// Leaving: it is being removed from members. Look again.
+			g.mu.Lock()
+			changed := g.changed
+			stale := slices.Contains(*g.members.Load(), m)
+			g.mu.Unlock()
+			if stale {
+				<-changed
+			}
+			continue
+		}
+		m.active.Add(1)
+		m.mu.Unlock()
+		m.h(m.ctx, msg)
+		m.active.Done()
+		return true
+	}
+}
+
+// Close removes the member from its group and waits for its handler calls
+// in progress. Its partitions pass to the remaining members; messages not
+// yet handed over stay queued for them.
+func (m *member) Close() error {
+	m.once.Do(func() {
+		m.mu.Lock()
+		m.closed = true
+		m.mu.Unlock()
+		g := m.g
+		g.mu.Lock()
+		ms := slices.DeleteFunc(slices.Clone(*g.members.Load()), func(x *member) bool { return x == m })
+		g.members.Store(&ms)
+		close(g.changed)
+		g.changed = make(chan struct{})
+		g.mu.Unlock()
+		m.cancel()
+	})
+	m.active.Wait()
+	return nil
+}

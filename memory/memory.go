@@ -1,0 +1,330 @@
+// Package memory is an in-process syncbridge.Transport: the embedded
+// default, with nothing to install. Its zero value is ready to use.
+//
+// Topics are created on first use, each with the same number of
+// partitions. A message goes to the partition its Key hashes to (FNV-1a),
+// to Partition when UsePartition is set, and keyless messages are spread
+// round-robin. Broadcast subscriptions receive every message published after
+// they subscribed, in publish order. A consumer group delivers each message
+// to one of its subscriptions: each partition is served by one member at a
+// time, in order, so messages with the same key are handled in order.
+//
+// Queues are bounded: Publish blocks while a subscription's queue is full,
+// until ctx ends. A group without members keeps its messages queued until
+// one joins (or the queue fills).
+//
+// For tests, SetFaults injects faults (drop, duplicate, hold for later
+// release: delay and reorder) into what is published.
+package memory
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"hash/fnv"
+	"slices"
+	"sync"
+	"sync/atomic"
+
+	"github.com/syncbridge/syncbridge"
+)
+
+// ErrClosed is returned by Publish and Subscribe after Close.
+var ErrClosed = errors.New("syncbridge/memory: transport closed")
+
+// Defaults for the zero Transport.
+const (
+	DefaultPartitions = 8
+	DefaultQueueSize  = 1024
+)
+
+// Transport is an in-process transport. The zero value is ready to use;
+// set the exported fields, if at all, before its first use. A Transport is
+// safe for concurrent use.
+type Transport struct {
+	// Partitions is the number of partitions of every topic. Zero means
+	// DefaultPartitions. It also bounds how many messages a consumer group
+	// handles at once.
+	Partitions int
+	// QueueSize is the capacity of each subscription's and each group
+	// partition's queue. Zero means DefaultQueueSize.
+	QueueSize int
+
+	once   sync.Once
+	faults atomic.Pointer[FaultFunc]
+	done   chan struct{} // closed by Close
+
+	mu     sync.Mutex // protects topics, closed, held and wg.Add
+	topics map[string]*topic
+	closed bool
+	held   []held
+	wg     sync.WaitGroup // every goroutine of the transport
+}
+
+type held struct {
+	msg syncbridge.Message
+}
+
+func (t *Transport) init() {
+	t.once.Do(func() {
+		if t.Partitions <= 0 {
+			t.Partitions = DefaultPartitions
+		}
+		if t.QueueSize <= 0 {
+			t.QueueSize = DefaultQueueSize
+		}
+		t.done = make(chan struct{})
+		t.topics = make(map[string]*topic)
+	})
+}
+
+// topic holds a topic's subscriptions.
+type topic struct {
+	name string
+	rr   atomic.Uint32 // round-robin partition for keyless messages
+
+	mu     sync.Mutex // protects groups and changes to subs
+	subs   atomic.Pointer[[]*bsub]
+	groups map[string]*group
+}
+
+func (t *Transport) topic(name string) (*topic, error) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.closed {
+		return nil, ErrClosed
+	}
+	tp := t.topics[name]
+	if tp == nil {
+		tp = &topic{name: name, groups: make(map[string]*group)}
+		tp.subs.Store(new([]*bsub))
+		t.topics[name] = tp
+	}
+	return tp, nil
+}
+
+// partition picks msg's partition.
+func (t *Transport) partition(tp *topic, msg *syncbridge.Message) (int32, error) {
+	n := int32(t.Partitions)
+	switch {
+	case msg.UsePartition:
+		if msg.Partition < 0 || msg.Partition >= n {
+			return 0, fmt.Errorf("syncbridge/memory: partition %d of topic %q out of range [0,%d)", msg.Partition, tp.name, n)
+		}
+		return msg.Partition, nil
+	case msg.Key != nil:
+		h := fnv.New32a()
+		h.Write(msg.Key)
+		return int32(h.Sum32() % uint32(n)), nil
+	default:
+		return int32(tp.rr.Add(1) % uint32(n)), nil
+	}
+}
+
+// Publish delivers msg to every broadcast subscription of msg.Topic and to
+// one member of each consumer group of it. It returns once msg is queued
+// everywhere, or when ctx ends (msg may then be queued in some places).
+func (t *Transport) Publish(ctx context.Context, msg syncbridge.Message) error {
+	t.init()
+	if msg.Topic == "" {
+		return errors.New("syncbridge/memory: publish: empty topic")
+	}
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("syncbridge/memory: publish to %q: %w", msg.Topic, err)
+	}
+	tp, err := t.topic(msg.Topic)
+	if err != nil {
+		return err
+	}
+	p, err := t.partition(tp, &msg)
+	if err != nil {
+		return err
+	}
+	msg.Partition, msg.UsePartition = p, false
+	copies := 1
+	if f := t.faults.Load(); f != nil {
+		switch (*f)(&msg) {
+		case Drop:
+			return nil
+		case Duplicate:
+			copies = 2
+		case Hold:
+			t.mu.Lock()
+			defer t.mu.Unlock()
+			if t.closed {
+				return ErrClosed
+			}
+			t.held = append(t.held, held{msg: msg})
+			return nil
+		}
+	}
+	for range copies {
+		if err := t.deliver(ctx, tp, msg); err != nil {
+			return fmt.Errorf("syncbridge/memory: publish to %q: %w", msg.Topic, err)
+		}
+	}
+	return nil
+}
+
+// deliver queues msg for every subscription of tp.
+func (t *Transport) deliver(ctx context.Context, tp *topic, msg syncbridge.Message) error {
+	for _, s := range *tp.subs.Load() {
+		if s.parts != nil && !slices.Contains(s.parts, msg.Partition) {
+			continue
+		}
+		select {
+		case s.q <- msg:
+		case <-s.done:
+		case <-t.done:
+			return ErrClosed
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+	tp.mu.Lock()
+	groups := make([]*group, 0, len(tp.groups))
+	for _, g := range tp.groups {
+		groups = append(groups, g)
+	}
+	tp.mu.Unlock()
+	for _, g := range groups {
+		select {
+		case g.parts[msg.Partition] <- msg:
+		case <-t.done:
+			return ErrClosed
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+	return nil
+}
+
+// Subscribe subscribes h to cfg.Topic: see the package documentation.
+// The subscription is positioned when Subscribe returns.
+func (t *Transport) Subscribe(ctx context.Context, cfg syncbridge.SubscribeConfig, h syncbridge.Handler) (syncbridge.Subscription, error) {
+	t.init()
+	if cfg.Topic == "" || h == nil {
+		return nil, errors.New("syncbridge/memory: subscribe: empty topic or nil handler")
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	for _, p := range cfg.Partitions {
+		if p < 0 || int(p) >= t.Partitions {
+			return nil, fmt.Errorf("syncbridge/memory: subscribe: partition %d of topic %q out of range [0,%d)", p, cfg.Topic, t.Partitions)
+		}
+	}
+	tp, err := t.topic(cfg.Topic)
+	if err != nil {
+		return nil, err
+	}
+	if cfg.Group != "" {
+		return t.join(tp, cfg.Group, h)
+	}
+	sctx, cancel := context.WithCancel(context.Background())
+	s := &bsub{t: t, tp: tp, h: h, ctx: sctx, cancel: cancel, q: make(chan syncbridge.Message, t.QueueSize), done: make(chan struct{}), exited: make(chan struct{})}
+	if cfg.Partitions != nil {
+		s.parts = slices.Clone(cfg.Partitions)
+	}
+	if !t.start(s.run) {
+		cancel()
+		return nil, ErrClosed
+	}
+	tp.mu.Lock()
+	subs := append(slices.Clone(*tp.subs.Load()), s)
+	tp.subs.Store(&subs)
+	tp.mu.Unlock()
+	return s, nil
+}
+
+// start runs f in a goroutine of the transport, unless it is closed.
+func (t *Transport) start(f func()) bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.closed {
+		return false
+	}
+	t.wg.Add(1)
+	go func() {
+		defer t.wg.Done()
+		f()
+	}()
+	return true
+}
+
+// bsub is a broadcast subscription.
+type bsub struct {
+	t      *Transport
+	tp     *topic
+	h      syncbridge.Handler
+	parts  []int32 // nil: every partition
+	ctx    context.Context
+	cancel context.CancelFunc
+	q      chan syncbridge.Message
+	done   chan struct{} // closed by Close
+	once   sync.Once
+	exited chan struct{} // closed when run returns
+}
+
+func (s *bsub) run() {
+	defer close(s.exited)
+	for {
+		select {
+		case m := <-s.q:
+			s.h(s.ctx, m)
+		case <-s.done:
+			return
+		case <-s.t.done:
+			return
+		}
+	}
+}
+
+// Close ends the subscription and waits for its handler call in progress.
+func (s *bsub) Close() error {
+	s.once.Do(func() {
+		s.tp.mu.Lock()
+		subs := slices.DeleteFunc(slices.Clone(*s.tp.subs.Load()), func(x *bsub) bool { return x == s })
+		s.tp.subs.Store(&subs)
+		s.tp.mu.Unlock()
+		s.cancel()
+		close(s.done)
+	})
+	<-s.exited
+	return nil
+}
+
+// Close closes every subscription, drops held and queued messages, and
+// returns once every goroutine of the transport has ended. Publish and
+// Subscribe fail with ErrClosed afterwards. Close is idempotent.
+func (t *Transport) Close() error {
+	t.init()
+	t.mu.Lock()
+	if t.closed {
+		t.mu.Unlock()
+		t.wg.Wait()
+		return nil
+	}
+	t.closed = true
+	t.held = nil
+	close(t.done)
+	var subs []*bsub
+	var members []*member
+	for _, tp := range t.topics {
+		subs = append(subs, *tp.subs.Load()...)
+		tp.mu.Lock()
+		for _, g := range tp.groups {
+			members = append(members, *g.members.Load()...)
+		}
+		tp.mu.Unlock()
+	}
+	t.mu.Unlock()
+	for _, s := range subs {
+		s.Close()
+	}
+	for _, m := range members {
+		m.Close()
+	}
+	t.wg.Wait()
+	return nil
+}

@@ -1,0 +1,114 @@
+package syncbridge
+
+import (
+	"encoding/binary"
+	"fmt"
+	"strconv"
+	"time"
+)
+
+// This file encodes and decodes the headers syncbridge puts on the wire.
+// Everything here parses bytes from other processes: it returns errors,
+// never panics (see FuzzParseRequest and FuzzParseReply).
+
+// maxIDLen bounds the correlation ID a Responder accepts and echoes.
+const maxIDLen = 256
+
+// encodeReplyPartition encodes p as Spring Kafka does: 4 bytes, big-endian.
+func encodeReplyPartition(p int32) []byte {
+	return binary.BigEndian.AppendUint32(nil, uint32(p))
+}
+
+// decodeReplyPartition decodes a ReplyPartition header.
+func decodeReplyPartition(b []byte) (int32, error) {
+	if len(b) != 4 {
+		return 0, fmt.Errorf("%w: reply partition is %d bytes, want 4", ErrMalformedHeader, len(b))
+	}
+	p := int32(binary.BigEndian.Uint32(b))
+	if p < 0 {
+		return 0, fmt.Errorf("%w: negative reply partition %d", ErrMalformedHeader, p)
+	}
+	return p, nil
+}
+
+// appendDeadline appends t as decimal Unix milliseconds.
+func appendDeadline(dst []byte, t time.Time) []byte {
+	return strconv.AppendInt(dst, t.UnixMilli(), 10)
+}
+
+// decodeDeadline decodes a Deadline header.
+func decodeDeadline(b []byte) (time.Time, error) {
+	if len(b) == 0 || len(b) > 19 {
+		return time.Time{}, fmt.Errorf("%w: deadline of %d bytes", ErrMalformedHeader, len(b))
+	}
+	var ms int64
+	for _, c := range b {
+		if c < '0' || c > '9' {
+			return time.Time{}, fmt.Errorf("%w: deadline %q is not decimal milliseconds", ErrMalformedHeader, b)
+		}
+		ms = ms*10 + int64(c-'0')
+		if ms < 0 {
+			return time.Time{}, fmt.Errorf("%w: deadline %q overflows", ErrMalformedHeader, b)
+		}
+	}
+	return time.UnixMilli(ms), nil
+}
+
+// requestInfo is what a Responder reads from a request's headers.
+type requestInfo struct {
+	id           []byte    // correlation ID, echoed byte for byte
+	replyTo      string    // reply topic
+	partition    int32     // reply partition, when hasPartition
+	hasPartition bool      // the request named a reply partition
+	deadline     time.Time // zero when the request carried none
+}
+
+// parseRequest reads the routing headers of a request.
+func parseRequest(msg *Message, h *HeaderNames) (requestInfo, error) {
+	var ri requestInfo
+	id, ok := msg.Header(h.CorrelationID)
+	if !ok || len(id) == 0 {
+		return ri, fmt.Errorf("%w: no %s header", ErrMalformedHeader, h.CorrelationID)
+	}
+	if len(id) > maxIDLen {
+		return ri, fmt.Errorf("%w: %s header of %d bytes, limit %d", ErrMalformedHeader, h.CorrelationID, len(id), maxIDLen)
+	}
+	ri.id = id
+	to, ok := msg.Header(h.ReplyTopic)
+	if !ok || len(to) == 0 {
+		return ri, fmt.Errorf("%w: no %s header", ErrMalformedHeader, h.ReplyTopic)
+	}
+	if len(to) > 249 { // Kafka's topic name limit
+		return ri, fmt.Errorf("%w: %s header of %d bytes", ErrMalformedHeader, h.ReplyTopic, len(to))
+	}
+	ri.replyTo = string(to)
+	if b, ok := msg.Header(h.ReplyPartition); ok {
+		p, err := decodeReplyPartition(b)
+		if err != nil {
+			return ri, err
+		}
+		ri.partition, ri.hasPartition = p, true
+	}
+	if b, ok := msg.Header(h.Deadline); ok {
+		d, err := decodeDeadline(b)
+		if err != nil {
+			return ri, err
+		}
+		ri.deadline = d
+	}
+	return ri, nil
+}
+
+// parseReplyError returns the *RemoteError an error reply carries, or nil
+// for a normal reply.
+func parseReplyError(msg *Message, h *HeaderNames) *RemoteError {
+	code, ok := msg.Header(h.ErrorCode)
+	if !ok {
+		return nil
+	}
+	desc, _ := msg.Header(h.ErrorDescription)
+	if len(code) == 0 {
+		code = []byte(CodeInternal)
+	}
+	return &RemoteError{Code: string(code), Description: string(desc), Reply: msg}
+}
