@@ -1,0 +1,153 @@
+package transporttest
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/syncbridge/syncbridge"
+)
+
+// echo is a reply handler that answers with the request's value.
+func echo(_ context.Context, req *syncbridge.Message) (syncbridge.Message, error) {
+	return syncbridge.Message{Value: req.Value}, nil
+}
+
+func newBridge(t *testing.T, tr syncbridge.Transport, opts ...syncbridge.Option) *syncbridge.Bridge {
+	t.Helper()
+	b, err := syncbridge.New(tr, opts...)
+	if err != nil {
+		t.Fatalf("syncbridge.New: %v", err)
+	}
+	t.Cleanup(func() {
+		if err := b.Close(); err != nil {
+			t.Errorf("Bridge.Close: %v", err)
+		}
+	})
+	return b
+}
+
+func newResponder(t *testing.T, tr syncbridge.Transport, topic string, h syncbridge.ReplyHandler, opts ...syncbridge.ResponderOption) *syncbridge.Responder {
+	t.Helper()
+	r, err := syncbridge.NewResponder(tr, topic, h, opts...)
+	if err != nil {
+		t.Fatalf("syncbridge.NewResponder: %v", err)
+	}
+	t.Cleanup(func() {
+		if err := r.Close(); err != nil {
+			t.Errorf("Responder.Close: %v", err)
+		}
+	})
+	return r
+}
+
+func testBridgeRequestReply(t *testing.T, s Setup) {
+	tr, requests, replies := s.New(t), s.Topic(t), s.Topic(t)
+	newResponder(t, tr, requests, func(ctx context.Context, req *syncbridge.Message) (syncbridge.Message, error) {
+		if _, ok := ctx.Deadline(); !ok {
+			return syncbridge.Message{}, errors.New("no deadline propagated")
+		}
+		if string(req.Value) == "fail" {
+			return syncbridge.Message{}, syncbridge.NewRemoteError("not_found", "no such item")
+		}
+		return syncbridge.Message{Value: append([]byte("re: "), req.Value...), Headers: []syncbridge.Header{{Key: "h", Value: []byte{0}}}}, nil
+	})
+	b := newBridge(t, tr, syncbridge.WithReplyTopic(replies))
+	ctx, cancel := context.WithTimeout(context.Background(), s.Timeout)
+	defer cancel()
+	reply, err := b.Request(ctx, syncbridge.Message{Topic: requests, Value: []byte("hello")})
+	if err != nil {
+		t.Fatalf("Request: %v", err)
+	}
+	if string(reply.Value) != "re: hello" {
+		t.Errorf("reply %q, want %q", reply.Value, "re: hello")
+	}
+	if v, ok := reply.Header("h"); !ok || len(v) != 1 || v[0] != 0 {
+		t.Errorf("reply header h = %q, %v; want \\x00", v, ok)
+	}
+	_, err = b.Request(ctx, syncbridge.Message{Topic: requests, Value: []byte("fail")})
+	var re *syncbridge.RemoteError
+	if !errors.As(err, &re) || re.Code != "not_found" || re.Description != "no such item" {
+		t.Errorf("Request of a failing handler: %v, want RemoteError not_found", err)
+	}
+}
+
+// load sends n requests with distinct payloads from c concurrent callers
+// spread over bridges, and checks that each gets its own reply.
+func load(t *testing.T, bridges []*syncbridge.Bridge, topic string, n, c int, timeout time.Duration) {
+	t.Helper()
+	var wg sync.WaitGroup
+	errs := make(chan error, c)
+	next := make(chan int, n)
+	for i := range n {
+		next <- i
+	}
+	close(next)
+	for w := range c {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			b := bridges[w%len(bridges)]
+			for i := range next {
+				ctx, cancel := context.WithTimeout(context.Background(), timeout)
+				want := fmt.Sprintf("request %d from caller %d", i, w)
+				reply, err := b.Request(ctx, syncbridge.Message{Topic: topic, Value: []byte(want)})
+				cancel()
+				if err != nil {
+					errs <- fmt.Errorf("request %d: %w", i, err)
+					return
+				}
+				if string(reply.Value) != want {
+					errs <- fmt.Errorf("request %d: misrouted: got reply %q, want %q", i, reply.Value, want)
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Error(err)
+	}
+}
+
+func testBridgeShared(t *testing.T, s Setup) {
+	tr, requests, replies := s.New(t), s.Topic(t), s.Topic(t)
+	newResponder(t, tr, requests, echo)
+	newResponder(t, tr, requests, echo)
+	var bridges []*syncbridge.Bridge
+	for range 3 {
+		bridges = append(bridges, newBridge(t, tr, syncbridge.WithReplyTopic(replies)))
+	}
+	load(t, bridges, requests, 1000, 24, s.Timeout)
+	var foreign uint64
+	for _, b := range bridges {
+		st := b.Stats()
+		foreign += st.Dropped[syncbridge.DropForeign]
+		if st.Waiting != 0 || st.InFlight != 0 {
+			t.Errorf("after the load: %d waiting, %d in flight, want 0", st.Waiting, st.InFlight)
+		}
+	}
+	// Every Bridge reads every reply: each reply is foreign to two of them.
+	if foreign != 2*1000 {
+		t.Errorf("%d foreign replies dropped, want %d", foreign, 2*1000)
+	}
+}
+
+func testBridgePinned(t *testing.T, s Setup) {
+	tr, requests, replies := s.New(t), s.Topic(t), s.Topic(t)
+	newResponder(t, tr, requests, echo)
+	var bridges []*syncbridge.Bridge
+	for i := range 2 {
+		bridges = append(bridges, newBridge(t, tr, syncbridge.WithReplyTopic(replies), syncbridge.WithReplyPartitions(int32(i))))
+	}
+	load(t, bridges, requests, 500, 16, s.Timeout)
+	for i, b := range bridges {
+		if d := b.Stats().Dropped; d != [len(d)]uint64{} {
+			t.Errorf("pinned bridge %d dropped replies %v, want none: it reads only its own partition", i, d)
+		}
+	}
+}
