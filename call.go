@@ -122,14 +122,14 @@ func (c *Call) ID() string { return c.id }
 // channel is the same on every call.
 func (c *Call) Done() <-chan struct{} { return c.done }
 
-// Result returns the Call's outcome once it has ended, as Request would,
-// and ok false while it has not.
-func (c *Call) Result() (reply *Message, err error, ok bool) {
+// Result returns the Call's outcome, as Request would, once it has ended;
+// before that it returns ErrPending.
+func (c *Call) Result() (*Message, error) {
 	select {
 	case <-c.done:
-		return c.reply, c.err, true
+		return c.reply, c.err
 	default:
-		return nil, nil, false
+		return nil, ErrPending
 	}
 }
 

@@ -114,6 +114,8 @@ var (
 	// request was published but no reply arrived before its context ended.
 	// The responder may have run it: retry only idempotent requests.
 	ErrNoReply = errors.New("syncbridge: no reply")
+	// ErrPending is returned by Call.Result while the Call has not ended.
+	ErrPending = errors.New("syncbridge: call in progress")
 	// ErrInvalidMessage is returned for a request without a topic.
 	ErrInvalidMessage = errors.New("syncbridge: invalid message")
 	// ErrMalformedHeader is returned when a header read off the wire cannot
