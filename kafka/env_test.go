@@ -1,0 +1,164 @@
+package kafka_test
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"os"
+	"regexp"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	kgo "github.com/segmentio/kafka-go"
+	"github.com/twmb/franz-go/pkg/kfake"
+	"go.uber.org/goleak"
+
+	"github.com/syncbridge/syncbridge"
+	"github.com/syncbridge/syncbridge/kafka"
+)
+
+func TestMain(m *testing.M) {
+	goleak.VerifyTestMain(m)
+}
+
+// env is the broker a test runs against: an in-process kfake cluster, or
+// the real Kafka at KAFKA_BROKERS.
+type env struct {
+	brokers []string
+	real    bool
+	cluster *kfake.Cluster // nil on a real broker
+}
+
+// newEnv returns the test's broker. On kfake each test gets its own
+// cluster, closed when the test ends.
+func newEnv(t testing.TB, opts ...kfake.Opt) *env {
+	t.Helper()
+	if b := os.Getenv("KAFKA_BROKERS"); b != "" {
+		return &env{brokers: strings.Split(b, ","), real: true}
+	}
+	c, err := kfake.NewCluster(append([]kfake.Opt{kfake.NumBrokers(1)}, opts...)...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(c.Close)
+	return &env{brokers: c.ListenAddrs(), cluster: c}
+}
+
+var topicSeq atomic.Int64
+
+var nonTopic = regexp.MustCompile(`[^a-zA-Z0-9._-]+`)
+
+// topic creates a fresh topic with the given number of partitions and
+// returns its name.
+func (e *env) topic(t testing.TB, partitions int) string {
+	t.Helper()
+	name := fmt.Sprintf("sb.%s.%d.%d", nonTopic.ReplaceAllString(t.Name(), "_"), time.Now().UnixNano()%1e6, topicSeq.Add(1))
+	if len(name) > 200 {
+		name = name[len(name)-200:]
+	}
+	tr := &kgo.Transport{}
+	defer tr.CloseIdleConnections()
+	client := &kgo.Client{Addr: kgo.TCP(e.brokers...), Transport: tr, Timeout: 30 * time.Second}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	res, err := client.CreateTopics(ctx, &kgo.CreateTopicsRequest{Topics: []kgo.TopicConfig{{
+		Topic: name, NumPartitions: partitions, ReplicationFactor: 1,
+	}}})
+	if err != nil {
+		t.Fatalf("create topic %s: %v", name, err)
+	}
+	if err := res.Errors[name]; err != nil {
+		t.Fatalf("create topic %s: %v", name, err)
+	}
+	return name
+}
+
+// transport returns a new Transport on e, closed when the test ends.
+func (e *env) transport(t testing.TB, opts ...kafka.Option) *kafka.Transport {
+	t.Helper()
+	tr, err := kafka.New(e.brokers, opts...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = tr.Close() })
+	return tr
+}
+
+// ctx returns a context that ends with the test or after d.
+func testCtx(t testing.TB, d time.Duration) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), d)
+	t.Cleanup(cancel)
+	return ctx
+}
+
+// collector gathers delivered messages.
+type collector struct {
+	mu   sync.Mutex // protects msgs, wait
+	msgs []syncbridge.Message
+	wait []waiter
+}
+
+type waiter struct {
+	n  int
+	ch chan struct{}
+}
+
+func (c *collector) handle(_ context.Context, m syncbridge.Message) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.msgs = append(c.msgs, m)
+	kept := c.wait[:0]
+	for _, w := range c.wait {
+		if len(c.msgs) >= w.n {
+			close(w.ch)
+		} else {
+			kept = append(kept, w)
+		}
+	}
+	c.wait = kept
+}
+
+// waitFor waits until at least n messages arrived, or fails the test.
+func (c *collector) waitFor(t testing.TB, n int, d time.Duration) []syncbridge.Message {
+	t.Helper()
+	c.mu.Lock()
+	ch := make(chan struct{})
+	if len(c.msgs) >= n {
+		close(ch)
+	} else {
+		c.wait = append(c.wait, waiter{n, ch})
+	}
+	c.mu.Unlock()
+	select {
+	case <-ch:
+	case <-time.After(d):
+		t.Fatalf("got %d messages after %v, want %d", c.len(), d, n)
+	}
+	return c.snapshot()
+}
+
+func (c *collector) len() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return len(c.msgs)
+}
+
+func (c *collector) snapshot() []syncbridge.Message {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return append([]syncbridge.Message(nil), c.msgs...)
+}
+
+// freePort returns a TCP port that was free a moment ago.
+func freePort(t testing.TB) int {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port
+}

@@ -1,0 +1,257 @@
+package kafka
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"slices"
+	"sync"
+	"sync/atomic"
+
+	kafka "github.com/segmentio/kafka-go"
+
+	"github.com/syncbridge/syncbridge"
+)
+
+// workerQueue is how many fetched batches a partition of a group
+// subscription may hold before its handler catches up; past it the
+// partition is left out of fetches.
+const workerQueue = 4
+
+// groupSub is a running group subscription: a kafka-go ConsumerGroup for
+// membership and assignments, this package's reader for fetching, one
+// goroutine per assigned partition for the handler, and a committer.
+type groupSub struct {
+	t      *Transport
+	topic  string
+	h      syncbridge.Handler
+	cg     *kafka.ConsumerGroup
+	ctx    context.Context // ends on Close; the handler's context
+	cancel context.CancelFunc
+	done   chan struct{} // closed when every goroutine has ended
+	once   sync.Once
+}
+
+func (t *Transport) subscribeGroup(cfg syncbridge.SubscribeConfig, h syncbridge.Handler) (syncbridge.Subscription, error) {
+	cg, err := kafka.NewConsumerGroup(kafka.ConsumerGroupConfig{
+		ID:                     cfg.Group,
+		Brokers:                slices.Clone(t.bootstrap),
+		Dialer:                 t.dial,
+		Topics:                 []string{cfg.Topic},
+		HeartbeatInterval:      t.cfg.heartbeat,
+		SessionTimeout:         t.cfg.sessionTimeout,
+		RebalanceTimeout:       t.cfg.rebalanceTimeout,
+		JoinGroupBackoff:       t.cfg.maxRetryBackoff,
+		WatchPartitionChanges:  true,
+		PartitionWatchInterval: t.cfg.metadataMaxAge,
+		StartOffset:            kafka.FirstOffset,
+		Logger:                 t.kafkaLogger(slog.LevelDebug),
+		ErrorLogger:            t.kafkaLogger(slog.LevelWarn),
+	})
+	if err != nil {
+		return nil, errors.Join(errors.New("syncbridge/kafka: consumer group"), err)
+	}
+	s := &groupSub{t: t, topic: cfg.Topic, h: h, cg: cg, done: make(chan struct{})}
+	s.ctx, s.cancel = context.WithCancel(t.ctx)
+	if err := t.addSub(s); err != nil {
+		s.cancel()
+		_ = cg.Close()
+		return nil, err
+	}
+	go func() {
+		defer t.removeSub(s)
+		defer close(s.done)
+		s.run()
+	}()
+	return s, nil
+}
+
+// Close stops the subscription: it waits for handler calls in progress,
+// commits what they processed, leaves the group (so that the other members
+// take the partitions over at once) and returns once every goroutine has
+// ended. Idempotent.
+func (s *groupSub) Close() error {
+	s.once.Do(s.cancel)
+	<-s.done
+	return nil
+}
+
+func (s *groupSub) run() {
+	// Closing the group ends the generation in progress (its goroutines
+	// commit and return first) and leaves the group.
+	defer s.cg.Close()
+	for {
+		gen, err := s.cg.Next(s.ctx)
+		if err != nil {
+			if s.ctx.Err() != nil {
+				return
+			}
+			// The group retries by itself, after a backoff.
+			s.t.logf(slog.LevelWarn, "syncbridge/kafka: consumer group", "topic", s.topic, "err", err)
+			continue
+		}
+		s.t.logf(slog.LevelDebug, "syncbridge/kafka: joined generation", "group", gen.GroupID, "generation", gen.ID, "member", gen.MemberID, "assignments", len(gen.Assignments[s.topic]))
+		gen.Start(func(gctx context.Context) { s.runGeneration(gctx, gen) })
+	}
+}
+
+// partWorker runs the handler for one assigned partition.
+type partWorker struct {
+	cur       *cursor
+	batches   chan []record // fetched records waiting for the handler
+	processed atomic.Int64  // offset after the last handled record; -1: none
+	committed int64         // last offset committed; the committer's
+}
+
+// runGeneration consumes the partitions of one generation until it ends.
+func (s *groupSub) runGeneration(gctx context.Context, gen *kafka.Generation) {
+	t := s.t
+	// Reads end with the generation or the subscription.
+	ctx, cancel := context.WithCancel(s.ctx)
+	defer cancel()
+	stopGen := context.AfterFunc(gctx, cancel)
+	defer stopGen()
+
+	assigned := gen.Assignments[s.topic]
+	if len(assigned) == 0 {
+		<-ctx.Done()
+		return
+	}
+	// Resolve the start of partitions the group never committed.
+	var unresolved []int32
+	for _, a := range assigned {
+		if a.Offset < 0 {
+			unresolved = append(unresolved, int32(a.ID))
+		}
+	}
+	var starts map[int32]int64
+	if len(unresolved) > 0 {
+		err := t.retry(ctx, func() error {
+			var err error
+			starts, err = t.listOffsets(ctx, s.topic, unresolved, kafka.FirstOffset)
+			return err
+		})
+		if err != nil {
+			if ctx.Err() == nil {
+				t.logf(slog.LevelWarn, "syncbridge/kafka: resolving start offsets", "topic", s.topic, "err", err)
+			}
+			return // ends the generation; the group rejoins
+		}
+	}
+
+	drained := make(chan struct{}, 1)
+	dirty := make(chan struct{}, 1)
+	signal := func(c chan struct{}) {
+		select {
+		case c <- struct{}{}:
+		default:
+		}
+	}
+	workers := make([]*partWorker, len(assigned))
+	byCursor := make(map[*cursor]*partWorker, len(assigned))
+	curs := make([]*cursor, len(assigned))
+	for i, a := range assigned {
+		off := a.Offset
+		if off < 0 {
+			off = starts[int32(a.ID)]
+		}
+		w := &partWorker{
+			cur:       &cursor{partition: int32(a.ID), offset: off},
+			batches:   make(chan []record, workerQueue),
+			committed: off,
+		}
+		w.processed.Store(-1)
+		w.cur.paused = func() bool { return len(w.batches) == cap(w.batches) }
+		workers[i], curs[i] = w, w.cur
+		byCursor[w.cur] = w
+	}
+
+	// Handlers: one goroutine per partition. They stop after the message
+	// in progress when the generation ends; what they did not handle is
+	// re-delivered to the partition's next owner.
+	var hwg sync.WaitGroup
+	for _, w := range workers {
+		hwg.Go(func() {
+			for {
+				select {
+				case <-ctx.Done():
+					return
+				case recs := <-w.batches:
+					signal(drained)
+					for _, r := range recs {
+						if ctx.Err() != nil {
+							return
+						}
+						s.h(s.ctx, r.msg)
+						w.processed.Store(r.offset + 1)
+						signal(dirty)
+					}
+				}
+			}
+		})
+	}
+
+	commit := func() {
+		offsets := make(map[int]int64)
+		for _, w := range workers {
+			if p := w.processed.Load(); p > w.committed {
+				offsets[int(w.cur.partition)] = p
+			}
+		}
+		if len(offsets) == 0 {
+			return
+		}
+		if err := gen.CommitOffsets(map[string]map[int]int64{s.topic: offsets}); err != nil {
+			t.logf(slog.LevelWarn, "syncbridge/kafka: commit failed", "group", gen.GroupID, "topic", s.topic, "err", err)
+			return
+		}
+		for _, w := range workers {
+			if p, ok := offsets[int(w.cur.partition)]; ok {
+				w.committed = p
+			}
+		}
+	}
+	// Committer: commits at once when idle, and gathers what is processed
+	// while a commit is in flight into the next one.
+	committerDone := make(chan struct{})
+	go func() {
+		defer close(committerDone)
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-dirty:
+				commit()
+			}
+		}
+	}()
+
+	rd := &reader{t: t, topic: s.topic, drained: drained, deliver: func(ctx context.Context, cur *cursor, recs []record) {
+		w := byCursor[cur]
+		batch := make([]record, len(recs))
+		copy(batch, recs)
+		select {
+		case w.batches <- batch: // never blocks: a full worker is paused
+		case <-ctx.Done():
+		}
+	}}
+	rd.run(ctx, curs)
+
+	// The generation (or the subscription) ended: let the handlers finish
+	// the message in progress, then commit what they processed before the
+	// partitions go to another member.
+	hwg.Wait()
+	<-committerDone
+	commit()
+}
+
+// kafkaLogger adapts the Transport's logger to kafka-go's, or returns nil.
+func (t *Transport) kafkaLogger(level slog.Level) kafka.Logger {
+	if t.log == nil {
+		return nil
+	}
+	return kafka.LoggerFunc(func(format string, args ...any) {
+		t.log.Log(context.Background(), level, "syncbridge/kafka: kafka-go: "+fmt.Sprintf(format, args...))
+	})
+}

@@ -1,0 +1,154 @@
+package kafka
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"sync"
+
+	kafka "github.com/segmentio/kafka-go"
+
+	"github.com/syncbridge/syncbridge"
+)
+
+// Subscribe starts delivering the messages of cfg.Topic to h.
+//
+// Without cfg.Group it is a broadcast subscription: it reads every partition
+// of the topic (or cfg.Partitions) directly, without a consumer group,
+// starting at the end offsets it resolves before Subscribe returns, so every
+// message published after Subscribe returned is delivered. h is called from
+// one goroutine per partition leader (one in all on a one-broker cluster),
+// so calls for one partition are sequential. After broker errors the
+// subscription backs off and resumes at the next offset it has not
+// delivered; if that offset no longer exists it skips to the nearest end of
+// the log.
+//
+// With cfg.Group it is a member of that Kafka consumer group: each message
+// goes to one member. h is called from one goroutine per assigned
+// partition. An offset is committed only after h returned for its message,
+// and the processed offsets are committed before the partitions are given
+// up in a rebalance or on Close: delivery is at least once (a crash
+// re-delivers what was not committed). A group that never committed starts
+// at the earliest offset, so no request published before or after
+// Subscribe is missed; Subscribe returns before the first assignment.
+//
+// ctx bounds Subscribe only. The handler's context ends when the
+// subscription closes. Safe for concurrent use.
+func (t *Transport) Subscribe(ctx context.Context, cfg syncbridge.SubscribeConfig, h syncbridge.Handler) (syncbridge.Subscription, error) {
+	if cfg.Topic == "" {
+		return nil, errors.New("syncbridge/kafka: subscribe: no topic")
+	}
+	if h == nil {
+		return nil, errors.New("syncbridge/kafka: subscribe: nil handler")
+	}
+	if t.ctx.Err() != nil {
+		return nil, errClosed
+	}
+	m, err := t.topicMetaRetry(ctx, cfg.Topic)
+	if err != nil {
+		return nil, err
+	}
+	if cfg.Group != "" {
+		return t.subscribeGroup(cfg, h)
+	}
+	parts := m.partitions
+	if cfg.Partitions != nil {
+		parts = slices.Clone(cfg.Partitions)
+		slices.Sort(parts)
+		parts = slices.Compact(parts)
+		if len(parts) == 0 {
+			return nil, fmt.Errorf("syncbridge/kafka: subscribe to %q: empty partition list", cfg.Topic)
+		}
+		for _, p := range parts {
+			if !m.has(p) {
+				return nil, fmt.Errorf("%w: %s[%d] (the topic has %d)", ErrUnknownPartition, cfg.Topic, p, len(m.partitions))
+			}
+		}
+	}
+	var offsets map[int32]int64
+	err = t.retry(ctx, func() error {
+		var err error
+		offsets, err = t.listOffsets(ctx, cfg.Topic, parts, kafka.LastOffset)
+		return err
+	})
+	if err != nil {
+		return nil, err
+	}
+	curs := make([]*cursor, len(parts))
+	for i, p := range parts {
+		curs[i] = &cursor{partition: p, offset: offsets[p]}
+	}
+	s := &broadcastSub{t: t, done: make(chan struct{})}
+	s.ctx, s.cancel = context.WithCancel(t.ctx)
+	rd := &reader{t: t, topic: cfg.Topic, deliver: func(ctx context.Context, _ *cursor, recs []record) {
+		for i := range recs {
+			if ctx.Err() != nil {
+				return
+			}
+			h(s.ctx, recs[i].msg)
+		}
+	}}
+	if err := t.addSub(s); err != nil {
+		s.cancel()
+		return nil, err
+	}
+	go func() {
+		defer t.removeSub(s)
+		defer close(s.done)
+		rd.run(s.ctx, curs)
+	}()
+	return s, nil
+}
+
+// topicMetaRetry is topicMeta, retried within ctx on retriable errors.
+func (t *Transport) topicMetaRetry(ctx context.Context, topic string) (*topicMeta, error) {
+	var m *topicMeta
+	err := t.retry(ctx, func() error {
+		var err error
+		m, err = t.topicMeta(ctx, topic)
+		return err
+	})
+	return m, err
+}
+
+// retry calls f until it succeeds, fails with an error that is not
+// retriable, or ctx or the Transport ends.
+func (t *Transport) retry(ctx context.Context, f func() error) error {
+	for attempt := 0; ; attempt++ {
+		err := f()
+		if err == nil || !retriable(err) {
+			return err
+		}
+		if t.ctx.Err() != nil {
+			return errClosed
+		}
+		if ctx.Err() != nil {
+			return fmt.Errorf("%w (last error: %w)", ctx.Err(), err)
+		}
+		t.refreshMetadata()
+		if !t.sleep(ctx, t.backoff(attempt)) {
+			if t.ctx.Err() != nil {
+				return errClosed
+			}
+			return fmt.Errorf("syncbridge/kafka: %w (last error: %w)", ctx.Err(), err)
+		}
+	}
+}
+
+// broadcastSub is a running broadcast subscription.
+type broadcastSub struct {
+	t      *Transport
+	ctx    context.Context // ends on Close; the handler's context
+	cancel context.CancelFunc
+	done   chan struct{} // closed when the fetch goroutines have ended
+	once   sync.Once
+}
+
+// Close stops the subscription and returns once no handler call is in
+// progress. Idempotent.
+func (s *broadcastSub) Close() error {
+	s.once.Do(s.cancel)
+	<-s.done
+	return nil
+}

@@ -1,0 +1,442 @@
+package kafka
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	kafka "github.com/segmentio/kafka-go"
+	"github.com/segmentio/kafka-go/protocol/createtopics"
+	"github.com/segmentio/kafka-go/protocol/listoffsets"
+	meta "github.com/segmentio/kafka-go/protocol/metadata"
+
+	"github.com/syncbridge/syncbridge"
+)
+
+// Errors returned by the Transport. Compare with errors.Is: they are
+// wrapped. Errors a broker returns wrap kafka-go's kafka.Error, so
+// errors.Is(err, kafka.NotLeaderForPartition) holds, for instance.
+var (
+	// ErrUnknownTopic is returned by Publish and Subscribe for a topic the
+	// cluster does not have (and that CreateTopics did not create).
+	ErrUnknownTopic = errors.New("syncbridge/kafka: unknown topic")
+	// ErrUnknownPartition is returned by Publish for a Message with
+	// UsePartition and a partition the topic does not have, and by
+	// Subscribe for such a partition in SubscribeConfig.Partitions.
+	ErrUnknownPartition = errors.New("syncbridge/kafka: unknown partition")
+)
+
+// errClosed is returned by every call after Close.
+var errClosed = fmt.Errorf("syncbridge/kafka: %w", syncbridge.ErrClosed)
+
+// Transport is a syncbridge.Transport on Apache Kafka, built on kafka-go's
+// low-level protocol API. It is safe for concurrent use. Create it with New
+// and release it with Close.
+//
+// Publish hands messages to one produce loop per broker, which sends what
+// is queued at once when no produce request is in flight and otherwise
+// gathers everything that arrives meanwhile into the next request: no
+// linger, and batches as fat as the load makes them. Broadcast
+// subscriptions read all their partitions with one fetch request per
+// broker and round; group subscriptions join a Kafka consumer group and
+// commit an offset once the handler has returned for it.
+type Transport struct {
+	cfg       config
+	bootstrap []string
+	addr      net.Addr // the bootstrap brokers, as one kafka-go address
+	kt        *kafka.Transport
+	dial      *kafka.Dialer // for consumer group coordinator connections
+	log       *slog.Logger  // nil when logging is off
+
+	ctx    context.Context // ends on Close
+	cancel context.CancelFunc
+	wg     sync.WaitGroup // produce loops and subscriptions
+
+	mu        sync.Mutex // protects closed, producers, subs
+	closed    bool
+	producers map[int32]*producer
+	subs      map[closer]struct{}
+
+	metaMu      sync.Mutex // protects topics, lastRefresh
+	topics      map[string]*topicMeta
+	lastRefresh time.Time
+
+	connMu sync.Mutex // protects conns
+	conns  map[*trackedConn]struct{}
+
+	spread atomic.Uint32 // round robin for keyless messages
+}
+
+// closer is what the Transport keeps of a subscription to close it.
+type closer interface{ Close() error }
+
+// New returns a Transport for the cluster reachable at brokers (host:port
+// bootstrap addresses; one is enough, several survive one being down). It
+// validates the options and does not connect: the first Publish or
+// Subscribe does, and reports connection errors.
+func New(brokers []string, opts ...Option) (*Transport, error) {
+	if len(brokers) == 0 {
+		return nil, errors.New("syncbridge/kafka: no broker addresses")
+	}
+	for _, b := range brokers {
+		if _, _, err := net.SplitHostPort(b); err != nil {
+			return nil, fmt.Errorf("syncbridge/kafka: broker address %q: %w", b, err)
+		}
+	}
+	cfg := defaultConfig()
+	for _, o := range opts {
+		if o == nil {
+			continue
+		}
+		if err := o.apply(&cfg); err != nil {
+			return nil, fmt.Errorf("syncbridge/kafka: %w", err)
+		}
+	}
+	if err := cfg.validate(); err != nil {
+		return nil, fmt.Errorf("syncbridge/kafka: %w", err)
+	}
+	t := &Transport{
+		cfg:       cfg,
+		bootstrap: slices.Clone(brokers),
+		addr:      kafka.TCP(brokers...),
+		log:       cfg.logger,
+		producers: make(map[int32]*producer),
+		subs:      make(map[closer]struct{}),
+		topics:    make(map[string]*topicMeta),
+		conns:     make(map[*trackedConn]struct{}),
+	}
+	t.ctx, t.cancel = context.WithCancel(context.Background())
+	netDialer := &net.Dialer{Timeout: cfg.dialTimeout, KeepAlive: 30 * time.Second}
+	t.kt = &kafka.Transport{
+		Dial:        t.trackDial(netDialer.DialContext),
+		DialTimeout: cfg.dialTimeout,
+		IdleTimeout: time.Minute,
+		MetadataTTL: cfg.metadataMaxAge,
+		ClientID:    cfg.clientID,
+		TLS:         cfg.tls,
+		SASL:        cfg.sasl,
+		Context:     t.ctx,
+	}
+	t.dial = &kafka.Dialer{
+		ClientID:      cfg.clientID,
+		Timeout:       cfg.dialTimeout,
+		DualStack:     true,
+		KeepAlive:     30 * time.Second,
+		TLS:           cfg.tls,
+		SASLMechanism: cfg.sasl,
+		DialFunc:      t.trackDial(netDialer.DialContext),
+	}
+	return t, nil
+}
+
+// Close closes every subscription, fails publishes in progress with an
+// error wrapping syncbridge.ErrClosed, and returns once every goroutine and
+// connection of the Transport is gone. It is idempotent; Publish and
+// Subscribe fail after it.
+func (t *Transport) Close() error {
+	t.mu.Lock()
+	if t.closed {
+		t.mu.Unlock()
+		t.wg.Wait()
+		return nil
+	}
+	t.closed = true
+	subs := make([]closer, 0, len(t.subs))
+	for s := range t.subs {
+		subs = append(subs, s)
+	}
+	t.mu.Unlock()
+
+	for _, s := range subs {
+		_ = s.Close()
+	}
+	t.cancel()
+	t.wg.Wait()
+	t.kt.CloseIdleConnections()
+	t.connMu.Lock()
+	for c := range t.conns {
+		_ = c.Conn.Close()
+	}
+	clear(t.conns)
+	t.connMu.Unlock()
+	return nil
+}
+
+// addSub registers a subscription to be closed by Close, and the goroutine
+// count for it. It fails once the Transport is closed.
+func (t *Transport) addSub(s closer) error {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.closed {
+		return errClosed
+	}
+	t.subs[s] = struct{}{}
+	t.wg.Add(1)
+	return nil
+}
+
+// removeSub forgets a subscription whose goroutines have ended.
+func (t *Transport) removeSub(s closer) {
+	t.mu.Lock()
+	delete(t.subs, s)
+	t.mu.Unlock()
+	t.wg.Done()
+}
+
+func (t *Transport) logf(level slog.Level, msg string, args ...any) {
+	if t.log != nil {
+		t.log.Log(context.Background(), level, msg, args...)
+	}
+}
+
+// trackedConn is a connection the Transport closes on Close, so that no
+// kafka-go connection goroutine outlives it.
+type trackedConn struct {
+	net.Conn
+	t    *Transport
+	once sync.Once
+}
+
+func (c *trackedConn) Close() error {
+	c.once.Do(func() {
+		c.t.connMu.Lock()
+		delete(c.t.conns, c)
+		c.t.connMu.Unlock()
+	})
+	return c.Conn.Close()
+}
+
+func (t *Transport) trackDial(dial func(context.Context, string, string) (net.Conn, error)) func(context.Context, string, string) (net.Conn, error) {
+	return func(ctx context.Context, network, address string) (net.Conn, error) {
+		c, err := dial(ctx, network, address)
+		if err != nil {
+			return nil, err
+		}
+		tc := &trackedConn{Conn: c, t: t}
+		t.connMu.Lock()
+		if t.ctx.Err() != nil {
+			t.connMu.Unlock()
+			_ = c.Close()
+			return nil, errClosed
+		}
+		t.conns[tc] = struct{}{}
+		t.connMu.Unlock()
+		return tc, nil
+	}
+}
+
+// topicMeta is what the Transport knows of a topic's partitions.
+type topicMeta struct {
+	partitions []int32         // sorted partition IDs
+	leaders    map[int32]int32 // partition ID -> leader broker ID, -1 if none
+	fetched    time.Time
+}
+
+func (m *topicMeta) has(p int32) bool {
+	_, ok := m.leaders[p]
+	return ok
+}
+
+// metaCacheTTL bounds how long a topic's metadata is served from the
+// Transport's own cache, which mirrors kafka-go's.
+const metaCacheTTL = time.Second
+
+// topicMeta returns the partitions of topic and their leaders, creating the
+// topic first under CreateTopics.
+func (t *Transport) topicMeta(ctx context.Context, topic string) (*topicMeta, error) {
+	t.metaMu.Lock()
+	m := t.topics[topic]
+	t.metaMu.Unlock()
+	if m != nil && time.Since(m.fetched) < metaCacheTTL {
+		return m, nil
+	}
+	m, err := t.loadTopicMeta(ctx, topic, false)
+	if errors.Is(err, ErrUnknownTopic) {
+		if t.cfg.createTopics {
+			if err := t.createTopic(ctx, topic); err != nil {
+				return nil, err
+			}
+		}
+		// Ask the broker itself: the cache may not know a new topic yet.
+		m, err = t.loadTopicMeta(ctx, topic, true)
+	}
+	if err != nil {
+		return nil, err
+	}
+	t.metaMu.Lock()
+	t.topics[topic] = m
+	t.metaMu.Unlock()
+	return m, nil
+}
+
+func (t *Transport) loadTopicMeta(ctx context.Context, topic string, ask bool) (*topicMeta, error) {
+	ctx, cancel := t.requestCtx(ctx)
+	defer cancel()
+	// kafka-go answers metadata requests from its cache, unless the topic
+	// is unknown there and AllowAutoTopicCreation is set: then it asks a
+	// broker, and waits for its cache to learn the topic if it exists.
+	r, err := t.kt.RoundTrip(ctx, t.addr, &meta.Request{TopicNames: []string{topic}, AllowAutoTopicCreation: ask})
+	if err != nil {
+		return nil, fmt.Errorf("syncbridge/kafka: metadata for %q: %w", topic, err)
+	}
+	res := r.(*meta.Response)
+	for _, tm := range res.Topics {
+		if tm.Name != topic {
+			continue
+		}
+		if tm.ErrorCode != 0 {
+			kerr := kafka.Error(tm.ErrorCode)
+			if kerr == kafka.UnknownTopicOrPartition || kerr == kafka.InvalidTopic {
+				return nil, fmt.Errorf("%w %q: %w", ErrUnknownTopic, topic, kerr)
+			}
+			return nil, fmt.Errorf("syncbridge/kafka: metadata for %q: %w", topic, kerr)
+		}
+		m := &topicMeta{leaders: make(map[int32]int32, len(tm.Partitions)), fetched: time.Now()}
+		for _, p := range tm.Partitions {
+			m.partitions = append(m.partitions, p.PartitionIndex)
+			m.leaders[p.PartitionIndex] = p.LeaderID
+		}
+		slices.Sort(m.partitions)
+		if len(m.partitions) == 0 {
+			return nil, fmt.Errorf("%w %q: no partitions", ErrUnknownTopic, topic)
+		}
+		return m, nil
+	}
+	return nil, fmt.Errorf("%w %q", ErrUnknownTopic, topic)
+}
+
+func (t *Transport) createTopic(ctx context.Context, topic string) error {
+	ctx, cancel := t.requestCtx(ctx)
+	defer cancel()
+	r, err := t.kt.RoundTrip(ctx, t.addr, &createtopics.Request{
+		Topics: []createtopics.RequestTopic{{
+			Name:              topic,
+			NumPartitions:     t.cfg.createPartitions,
+			ReplicationFactor: t.cfg.createReplication,
+		}},
+		TimeoutMs: int32(t.cfg.requestTimeout / time.Millisecond),
+	})
+	if err != nil {
+		return fmt.Errorf("syncbridge/kafka: create topic %q: %w", topic, err)
+	}
+	for _, tr := range r.(*createtopics.Response).Topics {
+		if tr.ErrorCode != 0 && kafka.Error(tr.ErrorCode) != kafka.TopicAlreadyExists {
+			return fmt.Errorf("syncbridge/kafka: create topic %q: %w", topic, kafka.Error(tr.ErrorCode))
+		}
+	}
+	t.logf(slog.LevelInfo, "syncbridge/kafka: created topic", "topic", topic, "partitions", t.cfg.createPartitions)
+	return nil
+}
+
+// refreshMetadata drops what the Transport and kafka-go know of the cluster,
+// after an error that says it is stale (not leader, unknown partition,
+// broker gone). kafka-go cannot be asked to refresh its cache, so its
+// connection pool is dropped: the next request builds a new one from fresh
+// metadata. At most one refresh happens per retry backoff.
+func (t *Transport) refreshMetadata() {
+	t.metaMu.Lock()
+	if time.Since(t.lastRefresh) < t.cfg.retryBackoff {
+		t.metaMu.Unlock()
+		return
+	}
+	t.lastRefresh = time.Now()
+	clear(t.topics)
+	t.metaMu.Unlock()
+	t.kt.CloseIdleConnections()
+}
+
+// requestCtx bounds one request by RequestTimeout, and by Close.
+func (t *Transport) requestCtx(ctx context.Context) (context.Context, context.CancelFunc) {
+	ctx, cancel := context.WithTimeout(ctx, t.cfg.requestTimeout)
+	stop := context.AfterFunc(t.ctx, cancel)
+	return ctx, func() { stop(); cancel() }
+}
+
+// listOffsets returns the offsets of the partitions of topic at ts
+// (kafka.LastOffset for the end, kafka.FirstOffset for the start).
+func (t *Transport) listOffsets(ctx context.Context, topic string, parts []int32, ts int64) (map[int32]int64, error) {
+	ctx, cancel := t.requestCtx(ctx)
+	defer cancel()
+	req := &listoffsets.Request{
+		ReplicaID: -1,
+		Topics:    []listoffsets.RequestTopic{{Topic: topic}},
+	}
+	for _, p := range parts {
+		req.Topics[0].Partitions = append(req.Topics[0].Partitions, listoffsets.RequestPartition{
+			Partition: p, CurrentLeaderEpoch: -1, Timestamp: ts,
+		})
+	}
+	r, err := t.kt.RoundTrip(ctx, t.addr, req)
+	if err != nil {
+		return nil, fmt.Errorf("syncbridge/kafka: list offsets of %q: %w", topic, err)
+	}
+	out := make(map[int32]int64, len(parts))
+	for _, rt := range r.(*listoffsets.Response).Topics {
+		for _, rp := range rt.Partitions {
+			if rp.ErrorCode != 0 {
+				return nil, fmt.Errorf("syncbridge/kafka: list offsets of %s[%d]: %w", topic, rp.Partition, kafka.Error(rp.ErrorCode))
+			}
+			out[rp.Partition] = rp.Offset
+		}
+	}
+	for _, p := range parts {
+		if _, ok := out[p]; !ok {
+			return nil, fmt.Errorf("syncbridge/kafka: list offsets of %s[%d]: no answer", topic, p)
+		}
+	}
+	return out, nil
+}
+
+// retriable reports whether err may go away on a retry with fresh metadata.
+func retriable(err error) bool {
+	if err == nil {
+		return false
+	}
+	if errors.Is(err, syncbridge.ErrClosed) || errors.Is(err, context.Canceled) {
+		return false
+	}
+	if errors.Is(err, ErrUnknownTopic) || errors.Is(err, ErrUnknownPartition) {
+		// The broker itself was asked: not a stale cache.
+		return false
+	}
+	var kerr kafka.Error
+	if errors.As(err, &kerr) {
+		return kerr.Temporary()
+	}
+	// Network errors, timeouts of one request, kafka-go routing errors
+	// (no leader, mismatching leaders) and the like.
+	return true
+}
+
+// backoff returns the pause before retry n (0 for the first retry).
+func (t *Transport) backoff(n int) time.Duration {
+	d := t.cfg.retryBackoff
+	for i := 0; i < n && d < t.cfg.maxRetryBackoff; i++ {
+		d *= 2
+	}
+	return min(d, t.cfg.maxRetryBackoff)
+}
+
+// sleep pauses for d, or until ctx or the Transport ends; it reports
+// whether the full pause elapsed.
+func (t *Transport) sleep(ctx context.Context, d time.Duration) bool {
+	tm := time.NewTimer(d)
+	defer tm.Stop()
+	select {
+	case <-tm.C:
+		return true
+	case <-ctx.Done():
+		return false
+	case <-t.ctx.Done():
+		return false
+	}
+}
+
+// compile-time check.
+var _ syncbridge.Transport = (*Transport)(nil)
