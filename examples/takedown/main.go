@@ -1,0 +1,301 @@
+package main
+
+import (
+	"context"
+	"crypto/rand"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/syncbridge/syncbridge"
+	"github.com/syncbridge/syncbridge/examples/takedown/internal/api"
+	"github.com/syncbridge/syncbridge/examples/takedown/internal/contract"
+	"github.com/syncbridge/syncbridge/examples/takedown/internal/items"
+	"github.com/syncbridge/syncbridge/kafka"
+	"github.com/syncbridge/syncbridge/memory"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	code := run(ctx, os.Args[1:], os.Getenv, os.Stdout, os.Stderr)
+	stop()
+	os.Exit(code)
+}
+
+// Exit codes of run.
+const (
+	exitOK    = 0 // stopped by ctx (a signal), cleanly
+	exitError = 1 // start-up or serving failed
+	exitUsage = 2 // bad flags
+)
+
+// config is what the flags say.
+type config struct {
+	addr            string
+	role            string
+	brokers         []string
+	createTopics    bool
+	topicPrefix     string
+	replyTopic      string
+	syncTimeout     time.Duration
+	callTimeout     time.Duration
+	itemsDelay      time.Duration
+	maxInFlight     int
+	maxPending      int
+	auditPath       string
+	shutdownTimeout time.Duration
+}
+
+// Roles.
+const (
+	roleAll   = "all"
+	roleAPI   = "api"
+	roleItems = "items"
+)
+
+func parseFlags(args []string, stderr io.Writer) (config, error) {
+	var c config
+	var brokers string
+	fs := flag.NewFlagSet("takedown", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.Usage = func() {
+		fmt.Fprintf(fs.Output(), "Usage: takedown [flags]\n\nThe police takedown API and the items service of the syncbridge takedown example.\nEnvironment: TAKEDOWN_TOKENS, comma-separated bearer tokens (default: one generated and printed).\n\nFlags:\n")
+		fs.PrintDefaults()
+	}
+	fs.StringVar(&c.addr, "addr", "127.0.0.1:8080", "HTTP listen `address` of the API")
+	fs.StringVar(&c.role, "role", roleAll, "what to run: all (API and items service), api, or items; api and items need -brokers")
+	fs.StringVar(&brokers, "brokers", "", "Kafka bootstrap `host:port[,...]`; empty runs on the in-process memory transport")
+	fs.BoolVar(&c.createTopics, "create-topics", true, "with -brokers, create missing topics (8 partitions, replication factor 1): for development")
+	fs.StringVar(&c.topicPrefix, "topic-prefix", "", "`prefix` of every topic name, so that deployments can share a cluster")
+	fs.StringVar(&c.replyTopic, "reply-topic", "", "reply `topic` of this API replica's Bridge (default: prefix + takedown.replies, shared by replicas)")
+	fs.DurationVar(&c.syncTimeout, "sync-timeout", api.DefaultSyncTimeout, "how long a takedown waits for confirmation before the API answers 202 Accepted")
+	fs.DurationVar(&c.callTimeout, "call-timeout", api.DefaultCallTimeout, "how long a takedown accepted with 202 stays alive, waiting for its confirmation")
+	fs.DurationVar(&c.itemsDelay, "items-delay", 0, "make the items service take this long per takedown (try 5s to see the 202 path)")
+	fs.IntVar(&c.maxInFlight, "max-in-flight", 1000, "requests in flight over the Bridge before the API answers 503 (0: no limit)")
+	fs.IntVar(&c.maxPending, "max-pending", api.DefaultMaxPending, "takedowns kept for polling, pending or finished")
+	fs.StringVar(&c.auditPath, "audit", "", "append the JSON audit log to this `file` (default: stderr)")
+	fs.DurationVar(&c.shutdownTimeout, "shutdown-timeout", 10*time.Second, "how long a stop waits for requests in flight")
+	if err := fs.Parse(args); err != nil {
+		return c, err
+	}
+	if fs.NArg() > 0 {
+		return c, fmt.Errorf("unexpected arguments %q", fs.Args())
+	}
+	for b := range strings.SplitSeq(brokers, ",") {
+		if b = strings.TrimSpace(b); b != "" {
+			c.brokers = append(c.brokers, b)
+		}
+	}
+	switch {
+	case c.role != roleAll && c.role != roleAPI && c.role != roleItems:
+		return c, fmt.Errorf("-role %q: want all, api or items", c.role)
+	case c.role != roleAll && len(c.brokers) == 0:
+		return c, fmt.Errorf("-role %s needs -brokers: on the memory transport the API and the items service share one process (-role all)", c.role)
+	case c.syncTimeout <= 0 || c.callTimeout < c.syncTimeout:
+		return c, errors.New("-sync-timeout must be positive and -call-timeout at least as long")
+	case c.maxInFlight < 0 || c.maxPending <= 0 || c.itemsDelay < 0 || c.shutdownTimeout <= 0:
+		return c, errors.New("-max-in-flight, -items-delay must not be negative; -max-pending, -shutdown-timeout must be positive")
+	}
+	if c.replyTopic == "" {
+		c.replyTopic = contract.DefaultTopics(c.topicPrefix).Replies
+	}
+	return c, nil
+}
+
+// closer is a Transport that run must close.
+type closer interface {
+	syncbridge.Transport
+	Close() error
+}
+
+// openTransport returns the memory transport, or the Kafka one when
+// brokers are given, and its description.
+func openTransport(c config, log *slog.Logger) (closer, string, error) {
+	if len(c.brokers) == 0 {
+		return &memory.Transport{}, "memory transport (in-process)", nil
+	}
+	opts := []kafka.Option{kafka.ClientID("syncbridge-takedown"), kafka.Logger(log)}
+	if c.createTopics {
+		opts = append(opts, kafka.CreateTopics(8, 1))
+	}
+	t, err := kafka.New(c.brokers, opts...)
+	if err != nil {
+		return nil, "", err
+	}
+	return t, "Kafka at " + strings.Join(c.brokers, ","), nil
+}
+
+// run runs the example until ctx ends, then stops it gracefully, and
+// returns the exit code. args are the command-line flags; getenv reads
+// TAKEDOWN_TOKENS; stdout gets the start-up banner; stderr the logs and,
+// without -audit, the audit log.
+func run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) int {
+	c, err := parseFlags(args, stderr)
+	if errors.Is(err, flag.ErrHelp) {
+		return exitOK
+	}
+	if err != nil {
+		fmt.Fprintln(stderr, "takedown:", err)
+		return exitUsage
+	}
+	logger := slog.New(slog.NewTextHandler(stderr, nil))
+	if err := serve(ctx, c, getenv, stdout, stderr, logger); err != nil {
+		logger.Error("takedown: " + err.Error())
+		return exitError
+	}
+	return exitOK
+}
+
+// serve starts what c.role says, waits for ctx, and stops it all.
+func serve(ctx context.Context, c config, getenv func(string) string, stdout, stderr io.Writer, logger *slog.Logger) (err error) {
+	topics := contract.DefaultTopics(c.topicPrefix)
+	t, desc, err := openTransport(c, logger)
+	if err != nil {
+		return err
+	}
+	defer func() { err = errors.Join(err, t.Close()) }()
+	fmt.Fprintf(stdout, "takedown example: role %s on the %s\n", c.role, desc)
+
+	if c.role != roleAPI {
+		var svc *items.Service
+		svc, err = items.New(t, items.Options{Topics: topics, Delay: c.itemsDelay, Logger: logger})
+		if err != nil {
+			return err
+		}
+		defer func() { err = errors.Join(err, svc.Close()) }()
+		printItems(stdout, items.Seed(), c.itemsDelay)
+	}
+	if c.role == roleItems {
+		fmt.Fprintln(stdout, "items service running; stop with Ctrl-C")
+		<-ctx.Done()
+		return nil
+	}
+	return serveAPI(ctx, c, t, topics, getenv, stdout, stderr)
+}
+
+// serveAPI runs the police API on t until ctx ends, then shuts down the
+// HTTP server, the Bridge and the API in that order.
+func serveAPI(ctx context.Context, c config, t syncbridge.Transport, topics contract.Topics, getenv func(string) string, stdout, stderr io.Writer) (err error) {
+	tokens, generated, err := loadTokens(getenv)
+	if err != nil {
+		return err
+	}
+	auditOut := stderr
+	if c.auditPath != "" {
+		var f *os.File
+		f, err = os.OpenFile(c.auditPath, os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o600)
+		if err != nil {
+			return fmt.Errorf("audit log: %w", err)
+		}
+		defer func() { err = errors.Join(err, f.Close()) }()
+		auditOut = f
+	}
+	audit := slog.New(slog.NewJSONHandler(auditOut, nil)).With("log", "audit")
+
+	b, err := syncbridge.New(t,
+		syncbridge.WithReplyTopic(c.replyTopic),
+		syncbridge.WithMaxInFlight(c.maxInFlight))
+	if err != nil {
+		return err
+	}
+	defer func() { err = errors.Join(err, b.Close()) }()
+	srv, err := api.New(api.Config{
+		Bridge: b, Transport: t, Topics: topics, Tokens: tokens, Audit: audit,
+		SyncTimeout: c.syncTimeout, CallTimeout: c.callTimeout, MaxPending: c.maxPending,
+	})
+	if err != nil {
+		return err
+	}
+	ln, err := net.Listen("tcp", c.addr)
+	if err != nil {
+		return err
+	}
+	hs := &http.Server{
+		Handler:           srv,
+		ReadHeaderTimeout: 5 * time.Second,
+		ReadTimeout:       10 * time.Second,
+		WriteTimeout:      max(c.syncTimeout, api.DefaultMaxWait) + 10*time.Second,
+		IdleTimeout:       time.Minute,
+		ErrorLog:          slog.NewLogLogger(slog.NewTextHandler(stderr, nil), slog.LevelWarn),
+	}
+	served := make(chan error, 1)
+	go func() { served <- hs.Serve(ln) }()
+	base := "http://" + ln.Addr().String()
+	printAPI(stdout, base, tokens, generated)
+
+	select {
+	case <-ctx.Done():
+	case err = <-served:
+		srv.Close()
+		return fmt.Errorf("http server: %w", err)
+	}
+	fmt.Fprintln(stdout, "stopping: finishing requests in flight")
+	sctx, cancel := context.WithTimeout(context.Background(), c.shutdownTimeout)
+	defer cancel()
+	err = hs.Shutdown(sctx)
+	<-served // http.ErrServerClosed
+	if berr := b.Shutdown(sctx); berr != nil && !errors.Is(berr, context.DeadlineExceeded) {
+		err = errors.Join(err, berr)
+	}
+	// Takedowns still waiting after the Bridge's Shutdown failed with
+	// ErrClosed; Close waits until each is audited.
+	srv.Close()
+	fmt.Fprintln(stdout, "stopped")
+	return err
+}
+
+// loadTokens reads TAKEDOWN_TOKENS, or generates a token when it is unset.
+func loadTokens(getenv func(string) string) (tokens *api.Tokens, generated string, err error) {
+	if env := getenv("TAKEDOWN_TOKENS"); env != "" {
+		tokens, err = api.NewTokens(strings.Split(env, ",")...)
+		if err != nil {
+			return nil, "", fmt.Errorf("TAKEDOWN_TOKENS: %w", err)
+		}
+		return tokens, "", nil
+	}
+	generated = strings.ToLower(rand.Text())
+	tokens, err = api.NewTokens(generated)
+	return tokens, generated, err
+}
+
+func printItems(w io.Writer, seed []contract.Item, delay time.Duration) {
+	fmt.Fprintf(w, "items service: %d items seeded", len(seed))
+	if delay > 0 {
+		fmt.Fprintf(w, ", each takedown delayed %v", delay)
+	}
+	fmt.Fprintln(w)
+	for _, it := range seed {
+		var aud []string
+		if len(it.Audience.Groups) > 0 {
+			aud = append(aud, "groups "+strings.Join(it.Audience.Groups, ","))
+		}
+		if it.Audience.Followers {
+			aud = append(aud, "followers")
+		}
+		fmt.Fprintf(w, "  %-9s %-14s %-46q %s\n", it.ID, it.Owner, it.Title, strings.Join(aud, " + "))
+	}
+}
+
+func printAPI(w io.Writer, base string, tokens *api.Tokens, generated string) {
+	fmt.Fprintf(w, "police API listening on %s\n", base)
+	auth := `"Authorization: Bearer ${TAKEDOWN_TOKENS%%,*}"`
+	if generated != "" {
+		fmt.Fprintf(w, "bearer token (generated; set TAKEDOWN_TOKENS to choose): %s\n", generated)
+		auth = "'Authorization: Bearer " + generated + "'"
+	} else {
+		fmt.Fprintf(w, "bearer tokens: %s, from TAKEDOWN_TOKENS\n", strings.Join(tokens.IDs(), ", "))
+	}
+	fmt.Fprintf(w, `take an item down:
+  curl -i %s/v1/takedowns -H %s \
+    -d '{"item_id":"itm-1002","reason":"counterfeit goods","case_ref":"PJ-2025-0042"}'
+`, base, auth)
+}
