@@ -167,7 +167,7 @@ func serve(ctx context.Context, c config, getenv func(string) string, stdout, st
 
 	if c.role != roleAPI {
 		var svc *items.Service
-		svc, err = items.New(t, items.Options{Topics: topics, Delay: c.itemsDelay, Logger: logger})
+		svc, err = items.New(t, items.Options{Topics: topics, Group: c.topicPrefix + "items-service", Delay: c.itemsDelay, Logger: logger})
 		if err != nil {
 			return err
 		}

@@ -282,7 +282,7 @@ type pendingBody struct {
 
 // startTakedown sends td's command over the Bridge, in a Call of its own
 // that outlives r (context.WithoutCancel) until CallTimeout or Close, and
-// watches it: when it ends, td.done is closed and the outcome audited. It
+// watches it: when it ends, the outcome is audited and td.done closed. It
 // reports false, having started nothing, after Close.
 func (s *Server) startTakedown(reqCtx context.Context, td *takedown) bool {
 	msg, err := contract.Encode(s.cfg.Topics.Takedowns, td.cmd.ItemID, td.cmd)
@@ -309,7 +309,7 @@ func (s *Server) startTakedown(reqCtx context.Context, td *takedown) bool {
 		reply, err := call.Wait(context.Background())
 		td.res = takedownOutcome(reply, err)
 		td.end = time.Now()
-		close(td.done)
+		// Audit before anyone can see the outcome.
 		level := slog.LevelInfo
 		if td.res.status >= 500 {
 			level = slog.LevelWarn
@@ -318,6 +318,7 @@ func (s *Server) startTakedown(reqCtx context.Context, td *takedown) bool {
 			slog.String("outcome", td.res.auditOutcome()),
 			slog.Int("http_status", td.res.status),
 			slog.String("correlation_id", call.ID()))...)
+		close(td.done)
 	}()
 	return true
 }

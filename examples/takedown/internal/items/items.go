@@ -341,16 +341,18 @@ func (s *Service) onReport(ctx context.Context, msg syncbridge.Message) {
 	if !found {
 		st.Status = contract.StatusRejected
 	}
+	// Record it here first, so that this instance knows of it once the
+	// event is out; then tell the other instances.
+	s.applyReport(st)
+	s.log.Info("report processed", "report_id", r.ReportID, "item_id", r.ItemID, "status", st.Status)
 	ev, err := contract.Encode(s.opts.Topics.Events, r.ItemID, st, syncbridge.Header{Key: contract.EventHeader, Value: []byte(contract.EventReportProcessed)})
 	if err == nil {
 		err = s.t.Publish(ctx, ev)
 	}
 	if err != nil {
-		// Other instances will not know of it; this one does.
+		// The other instances will not know of it; this one does.
 		s.log.Warn("report event not published", "report_id", r.ReportID, "err", err)
 	}
-	s.applyReport(st)
-	s.log.Info("report processed", "report_id", r.ReportID, "item_id", r.ItemID, "status", st.Status)
 }
 
 // applyReport records st, once.
