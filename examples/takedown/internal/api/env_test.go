@@ -152,10 +152,12 @@ func newEnv(t *testing.T, b backend, s setup) *env {
 	tr := b.open(t)
 
 	svc, err := items.New(tr, items.Options{
-		Topics:         e.topics,
-		Group:          e.topics.Takedowns + ".items",
-		BeforeTakedown: func(ctx context.Context, cmd contract.TakedownCommand) error { return e.takedowns.wait(ctx, cmd.ItemID) },
-		BeforeReport:   func(ctx context.Context, r contract.Report) error { return e.reports.wait(ctx, r.ItemID) },
+		Topics: e.topics,
+		Group:  e.topics.Takedowns + ".items",
+		BeforeTakedown: func(ctx context.Context, cmd contract.TakedownCommand) error {
+			return e.takedowns.wait(ctx, cmd.ItemID)
+		},
+		BeforeReport: func(ctx context.Context, r contract.Report) error { return e.reports.wait(ctx, r.ItemID) },
 	})
 	if err != nil {
 		t.Fatal(err)
