@@ -53,6 +53,7 @@ type config struct {
 	maxPending      int
 	auditPath       string
 	shutdownTimeout time.Duration
+	logLevel        slog.Level
 }
 
 // Roles.
@@ -84,6 +85,7 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	fs.IntVar(&c.maxPending, "max-pending", api.DefaultMaxPending, "takedowns kept for polling, pending or finished")
 	fs.StringVar(&c.auditPath, "audit", "", "append the JSON audit log to this `file` (default: stderr)")
 	fs.DurationVar(&c.shutdownTimeout, "shutdown-timeout", 10*time.Second, "how long a stop waits for requests in flight")
+	fs.TextVar(&c.logLevel, "log-level", slog.LevelInfo, "`level` of the service log on stderr: debug, info, warn or error")
 	if err := fs.Parse(args); err != nil {
 		return c, err
 	}
@@ -147,7 +149,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		fmt.Fprintln(stderr, "takedown:", err)
 		return exitUsage
 	}
-	logger := slog.New(slog.NewTextHandler(stderr, nil))
+	logger := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: c.logLevel}))
 	if err := serve(ctx, c, getenv, stdout, stderr, logger); err != nil {
 		logger.Error("takedown: " + err.Error())
 		return exitError
