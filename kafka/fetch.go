@@ -122,6 +122,7 @@ func (rd *reader) runOnce(ctx context.Context, curs []*cursor) (err error, progr
 // fetchLoop fetches the partitions of curs, all led by leader, until ctx
 // ends or an error calls for fresh metadata.
 func (rd *reader) fetchLoop(ctx context.Context, leader int32, curs []*cursor) (err error, progressed bool) {
+	t := rd.t
 	active := make([]*cursor, 0, len(curs))
 	var recs []record
 	for ctx.Err() == nil {
@@ -158,6 +159,7 @@ func (rd *reader) fetchLoop(ctx context.Context, leader int32, curs []*cursor) (
 				rp := &rt.Partitions[j]
 				c := findCursor(active, rp.Partition)
 				if rp.ErrorCode != 0 {
+					t.stats.fetchErrors.Add(1)
 					closeRecords(rp.RecordSet.Records)
 					if c == nil {
 						continue
@@ -181,6 +183,7 @@ func (rd *reader) fetchLoop(ctx context.Context, leader int32, curs []*cursor) (
 					return fmt.Errorf("syncbridge/kafka: fetch %s[%d]: %w", rd.topic, rp.Partition, err), progressed
 				}
 				if len(recs) > 0 {
+					t.stats.fetched.Add(uint64(len(recs)))
 					rd.deliver(ctx, c, recs)
 					clear(recs)
 				}
@@ -226,8 +229,12 @@ func (rd *reader) fetch(ctx context.Context, curs []*cursor) (*fetch.Response, e
 	}
 	rctx, cancel := t.requestCtx(ctx)
 	defer cancel()
+	t.stats.fetchRequests.Add(1)
 	r, err := t.kt.RoundTrip(rctx, t.addr, req)
 	if err != nil {
+		if ctx.Err() == nil {
+			t.stats.fetchErrors.Add(1)
+		}
 		return nil, err
 	}
 	return r.(*fetch.Response), nil

@@ -301,9 +301,11 @@ func (p *producer) send(batch []*pending) {
 	}
 
 	ctx, cancel := p.t.requestCtx(p.t.ctx)
+	p.t.stats.produceRequests.Add(1)
 	res, err := p.t.kt.RoundTrip(ctx, p.t.addr, req)
 	cancel()
 	if err != nil {
+		p.t.stats.produceErrors.Add(1)
 		if p.t.ctx.Err() != nil {
 			err = errClosed
 		} else {
@@ -327,11 +329,15 @@ func (p *producer) send(batch []*pending) {
 					if rp.Partition == pb.partition {
 						err = nil
 						if rp.ErrorCode != 0 {
+							p.t.stats.produceErrors.Add(1)
 							err = fmt.Errorf("syncbridge/kafka: produce to %s[%d]: %w", tb.topic, pb.partition, kafka.Error(rp.ErrorCode))
 						}
 						break find
 					}
 				}
+			}
+			if err == nil {
+				p.t.stats.produced.Add(uint64(len(pb.recs)))
 			}
 			for _, r := range pb.recs {
 				r.done <- err

@@ -5,9 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"slices"
-	"sync"
-
-	kafka "github.com/segmentio/kafka-go"
 
 	"github.com/syncbridge/syncbridge"
 )
@@ -66,39 +63,7 @@ func (t *Transport) Subscribe(ctx context.Context, cfg syncbridge.SubscribeConfi
 			}
 		}
 	}
-	var offsets map[int32]int64
-	err = t.retry(ctx, func() error {
-		var err error
-		offsets, err = t.listOffsets(ctx, cfg.Topic, parts, kafka.LastOffset)
-		return err
-	})
-	if err != nil {
-		return nil, err
-	}
-	curs := make([]*cursor, len(parts))
-	for i, p := range parts {
-		curs[i] = &cursor{partition: p, offset: offsets[p]}
-	}
-	s := &broadcastSub{t: t, done: make(chan struct{})}
-	s.ctx, s.cancel = context.WithCancel(t.ctx)
-	rd := &reader{t: t, topic: cfg.Topic, deliver: func(ctx context.Context, _ *cursor, recs []record) {
-		for i := range recs {
-			if ctx.Err() != nil {
-				return
-			}
-			h(s.ctx, recs[i].msg)
-		}
-	}}
-	if err := t.addSub(s); err != nil {
-		s.cancel()
-		return nil, err
-	}
-	go func() {
-		defer t.removeSub(s)
-		defer close(s.done)
-		rd.run(s.ctx, curs)
-	}()
-	return s, nil
+	return t.subscribeBroadcast(ctx, cfg.Topic, parts, h)
 }
 
 // topicMetaRetry is topicMeta, retried within ctx on retriable errors.
@@ -134,21 +99,4 @@ func (t *Transport) retry(ctx context.Context, f func() error) error {
 			return fmt.Errorf("syncbridge/kafka: %w (last error: %w)", ctx.Err(), err)
 		}
 	}
-}
-
-// broadcastSub is a running broadcast subscription.
-type broadcastSub struct {
-	t      *Transport
-	ctx    context.Context // ends on Close; the handler's context
-	cancel context.CancelFunc
-	done   chan struct{} // closed when the fetch goroutines have ended
-	once   sync.Once
-}
-
-// Close stops the subscription and returns once no handler call is in
-// progress. Idempotent.
-func (s *broadcastSub) Close() error {
-	s.once.Do(s.cancel)
-	<-s.done
-	return nil
 }

@@ -58,10 +58,11 @@ type Transport struct {
 	cancel context.CancelFunc
 	wg     sync.WaitGroup // produce loops and subscriptions
 
-	mu        sync.Mutex // protects closed, producers, subs
+	mu        sync.Mutex // protects closed, producers, subs, shared
 	closed    bool
 	producers map[int32]*producer
 	subs      map[closer]struct{}
+	shared    map[sharedKey]*sharedReader
 
 	metaMu      sync.Mutex // protects topics, lastRefresh
 	topics      map[string]*topicMeta
@@ -71,6 +72,33 @@ type Transport struct {
 	conns  map[*trackedConn]struct{}
 
 	spread atomic.Uint32 // round robin for keyless messages
+
+	stats struct {
+		produceRequests, produced, produceErrors atomic.Uint64
+		fetchRequests, fetched, fetchErrors      atomic.Uint64
+	}
+}
+
+// Stats are a Transport's counters since New, for metrics.
+type Stats struct {
+	ProduceRequests uint64 // produce requests sent
+	Produced        uint64 // messages acknowledged by a broker
+	ProduceErrors   uint64 // produce requests or partitions that failed
+	FetchRequests   uint64 // fetch requests sent
+	Fetched         uint64 // records delivered to handlers
+	FetchErrors     uint64 // fetch requests or partitions that failed
+}
+
+// Stats returns the Transport's counters. Safe for concurrent use.
+func (t *Transport) Stats() Stats {
+	return Stats{
+		ProduceRequests: t.stats.produceRequests.Load(),
+		Produced:        t.stats.produced.Load(),
+		ProduceErrors:   t.stats.produceErrors.Load(),
+		FetchRequests:   t.stats.fetchRequests.Load(),
+		Fetched:         t.stats.fetched.Load(),
+		FetchErrors:     t.stats.fetchErrors.Load(),
+	}
 }
 
 // closer is what the Transport keeps of a subscription to close it.
@@ -108,6 +136,7 @@ func New(brokers []string, opts ...Option) (*Transport, error) {
 		log:       cfg.logger,
 		producers: make(map[int32]*producer),
 		subs:      make(map[closer]struct{}),
+		shared:    make(map[sharedKey]*sharedReader),
 		topics:    make(map[string]*topicMeta),
 		conns:     make(map[*trackedConn]struct{}),
 	}
