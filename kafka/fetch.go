@@ -53,7 +53,7 @@ type reader struct {
 func (rd *reader) run(ctx context.Context, curs []*cursor) {
 	t := rd.t
 	for attempt := 0; ctx.Err() == nil; {
-		err, progressed := rd.runOnce(ctx, curs)
+		progressed, err := rd.runOnce(ctx, curs)
 		if ctx.Err() != nil {
 			return
 		}
@@ -73,19 +73,19 @@ func (rd *reader) run(ctx context.Context, curs []*cursor) {
 
 // runOnce starts one fetch goroutine per leader and returns the first error
 // one of them meets, once all have ended.
-func (rd *reader) runOnce(ctx context.Context, curs []*cursor) (err error, progressed bool) {
+func (rd *reader) runOnce(ctx context.Context, curs []*cursor) (progressed bool, err error) {
 	m, err := rd.t.topicMeta(ctx, rd.topic)
 	if err != nil {
-		return err, false
+		return false, err
 	}
 	byLeader := make(map[int32][]*cursor)
 	for _, c := range curs {
 		leader, ok := m.leaders[c.partition]
 		if !ok {
-			return fmt.Errorf("%w: %s[%d]", ErrUnknownPartition, rd.topic, c.partition), false
+			return false, fmt.Errorf("%w: %s[%d]", ErrUnknownPartition, rd.topic, c.partition)
 		}
 		if leader < 0 {
-			return fmt.Errorf("syncbridge/kafka: fetch %s[%d]: %w", rd.topic, c.partition, kafka.LeaderNotAvailable), false
+			return false, fmt.Errorf("syncbridge/kafka: fetch %s[%d]: %w", rd.topic, c.partition, kafka.LeaderNotAvailable)
 		}
 		byLeader[leader] = append(byLeader[leader], c)
 	}
@@ -104,7 +104,7 @@ func (rd *reader) runOnce(ctx context.Context, curs []*cursor) (err error, progr
 	var wg sync.WaitGroup
 	for leader, cs := range byLeader {
 		wg.Go(func() {
-			err, p := rd.fetchLoop(fctx, leader, cs)
+			p, err := rd.fetchLoop(fctx, leader, cs)
 			results <- result{err, p}
 		})
 	}
@@ -116,12 +116,12 @@ func (rd *reader) runOnce(ctx context.Context, curs []*cursor) (err error, progr
 	for r := range results {
 		progressed = progressed || r.progressed
 	}
-	return first.err, progressed
+	return progressed, first.err
 }
 
 // fetchLoop fetches the partitions of curs, all led by leader, until ctx
 // ends or an error calls for fresh metadata.
-func (rd *reader) fetchLoop(ctx context.Context, leader int32, curs []*cursor) (err error, progressed bool) {
+func (rd *reader) fetchLoop(ctx context.Context, leader int32, curs []*cursor) (progressed bool, err error) {
 	t := rd.t
 	active := make([]*cursor, 0, len(curs))
 	var recs []record
@@ -142,12 +142,12 @@ func (rd *reader) fetchLoop(ctx context.Context, leader int32, curs []*cursor) (
 		res, err := rd.fetch(ctx, active)
 		if err != nil {
 			if ctx.Err() != nil {
-				return nil, progressed
+				return progressed, nil
 			}
-			return fmt.Errorf("syncbridge/kafka: fetch from broker %d: %w", leader, err), progressed
+			return progressed, fmt.Errorf("syncbridge/kafka: fetch from broker %d: %w", leader, err)
 		}
 		if res.ErrorCode != 0 {
-			return fmt.Errorf("syncbridge/kafka: fetch from broker %d: %w", leader, kafka.Error(res.ErrorCode)), progressed
+			return progressed, fmt.Errorf("syncbridge/kafka: fetch from broker %d: %w", leader, kafka.Error(res.ErrorCode))
 		}
 		progressed = true
 		for i := range res.Topics {
@@ -167,11 +167,11 @@ func (rd *reader) fetchLoop(ctx context.Context, leader int32, curs []*cursor) (
 					kerr := kafka.Error(rp.ErrorCode)
 					if kerr == kafka.OffsetOutOfRange {
 						if err := rd.reset(ctx, c); err != nil {
-							return err, progressed
+							return progressed, err
 						}
 						continue
 					}
-					return fmt.Errorf("syncbridge/kafka: fetch %s[%d] from broker %d: %w", rd.topic, rp.Partition, leader, kerr), progressed
+					return progressed, fmt.Errorf("syncbridge/kafka: fetch %s[%d] from broker %d: %w", rd.topic, rp.Partition, leader, kerr)
 				}
 				if c == nil {
 					closeRecords(rp.RecordSet.Records)
@@ -180,7 +180,7 @@ func (rd *reader) fetchLoop(ctx context.Context, leader int32, curs []*cursor) (
 				var next int64
 				recs, next, err = readRecords(rd.topic, rp.Partition, rp.RecordSet.Records, c.offset, recs[:0])
 				if err != nil {
-					return fmt.Errorf("syncbridge/kafka: fetch %s[%d]: %w", rd.topic, rp.Partition, err), progressed
+					return progressed, fmt.Errorf("syncbridge/kafka: fetch %s[%d]: %w", rd.topic, rp.Partition, err)
 				}
 				if len(recs) > 0 {
 					t.stats.fetched.Add(uint64(len(recs)))
@@ -193,7 +193,7 @@ func (rd *reader) fetchLoop(ctx context.Context, leader int32, curs []*cursor) (
 			}
 		}
 	}
-	return nil, progressed
+	return progressed, nil
 }
 
 func findCursor(curs []*cursor, p int32) *cursor {

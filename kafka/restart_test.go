@@ -1,0 +1,94 @@
+package kafka_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kfake"
+
+	"github.com/syncbridge/syncbridge"
+	"github.com/syncbridge/syncbridge/kafka"
+)
+
+// The broker goes away and comes back on the same address with its data:
+// Publish fails within its context meanwhile, and afterwards the same
+// Transport publishes again and its subscriptions resume where they were.
+func TestBrokerRestart(t *testing.T) {
+	if newEnvIsReal() {
+		t.Skip("restarts an in-process kfake broker")
+	}
+	dir, port := t.TempDir(), freePort(t)
+	start := func() *kfake.Cluster {
+		t.Helper()
+		c, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.Ports(port), kfake.DataDir(dir), kfake.SeedTopics(4, "restart"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return c
+	}
+	c := start()
+	defer func() { c.Close() }()
+	addr := fmt.Sprintf("127.0.0.1:%d", port)
+	e := &env{brokers: []string{addr}}
+	tr := e.transport(t, kafka.RetryBackoff(10*time.Millisecond, 200*time.Millisecond))
+	ctx := testCtx(t, 60*time.Second)
+
+	var bc collector
+	bsub, err := tr.Subscribe(ctx, syncbridge.SubscribeConfig{Topic: "restart"}, bc.handle)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer bsub.Close()
+	gc := newCounter()
+	gsub, err := tr.Subscribe(ctx, syncbridge.SubscribeConfig{Topic: "restart", Group: "restart"}, gc.handler("g"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer gsub.Close()
+
+	publish := func(from, to int) {
+		t.Helper()
+		for i := from; i < to; i++ {
+			if err := tr.Publish(ctx, syncbridge.Message{Topic: "restart", Key: []byte(strconv.Itoa(i)), Value: []byte(strconv.Itoa(i))}); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	publish(0, 20)
+	bc.waitFor(t, 20, 10*time.Second)
+	gc.waitDistinct(t, 20, 30*time.Second)
+
+	c.Close()
+	down, cancel := context.WithTimeout(ctx, 300*time.Millisecond)
+	began := time.Now()
+	err = tr.Publish(down, syncbridge.Message{Topic: "restart", Value: []byte("lost")})
+	cancel()
+	if err == nil {
+		t.Fatal("Publish succeeded with the broker down")
+	}
+	if !errors.Is(err, context.DeadlineExceeded) || !strings.HasPrefix(err.Error(), "syncbridge/kafka: ") {
+		t.Errorf("Publish with the broker down: %v, want a syncbridge/kafka error wrapping context.DeadlineExceeded", err)
+	}
+	if took := time.Since(began); took > time.Second {
+		t.Errorf("Publish with a 300ms deadline took %v", took)
+	}
+
+	c = start()
+	publish(20, 40)
+	got := bc.waitFor(t, 40, 30*time.Second)
+	seen := make(map[string]int)
+	for _, m := range got {
+		seen[string(m.Value)]++
+	}
+	for i := range 40 {
+		if n := seen[strconv.Itoa(i)]; n != 1 {
+			t.Errorf("broadcast delivered %d %d times, want once", i, n)
+		}
+	}
+	gc.waitDistinct(t, 40, 30*time.Second)
+}
