@@ -1,0 +1,377 @@
+// Command bench compares syncbridge with a hand-written floor, NATS,
+// Watermill, franz-go and kafka-go on request/reply latency and throughput,
+// measures how its memory and latency scale with requests in flight, and
+// writes BENCHMARKS.md with a latency chart.
+//
+// Usage, from bench/:
+//
+//	go run . -short                          # under two minutes
+//	go run . -out ../BENCHMARKS.md -svg latency.svg
+//	KAFKA_BROKERS=127.0.0.1:9092 go run . …  # Kafka on a real broker too
+//
+// The same contenders run as testing.B benchmarks (bench_test.go):
+//
+//	go test -run '^$' -bench . -count 6 | go tool benchstat -
+package main
+
+import (
+	"flag"
+	"fmt"
+	"math/rand/v2"
+	"os"
+	"strings"
+	"time"
+)
+
+// config is what the flags select.
+type config struct {
+	short     bool
+	rounds    int
+	memDur    time.Duration // one in-process run
+	kafkaDur  time.Duration // one Kafka run
+	probeOps  int           // sequential probe requests per scale level
+	scaleReps int           // repetitions of the scale measurement
+	sections  map[string]bool
+	kfake     bool // run Kafka on kfake even when KAFKA_BROKERS is set
+	out, svg  string
+}
+
+func main() {
+	var (
+		c        config
+		sections string
+	)
+	flag.BoolVar(&c.short, "short", false, "quick run: 3 rounds, short runs (under two minutes)")
+	flag.IntVar(&c.rounds, "rounds", 0, "shuffled rounds per contender and load (default 6, or 3 with -short)")
+	flag.DurationVar(&c.memDur, "memdur", 0, "length of one in-process run (default 2s, or 500ms with -short)")
+	flag.DurationVar(&c.kafkaDur, "kafkadur", 0, "length of one Kafka run (default 3s, or 1s with -short)")
+	flag.StringVar(&sections, "only", "memory,kafka,scale", "comma-separated sections to run: memory, kafka, scale")
+	flag.BoolVar(&c.kfake, "kfake", true, "with KAFKA_BROKERS set, also run the Kafka section on kfake")
+	flag.StringVar(&c.out, "out", "", "write the Markdown report to this file (it is always printed)")
+	flag.StringVar(&c.svg, "svg", "", "write the latency chart to this SVG file (linked from -out relative to it)")
+	flag.Parse()
+	c.sections = map[string]bool{}
+	for _, s := range strings.Split(sections, ",") {
+		c.sections[strings.TrimSpace(s)] = true
+	}
+	def := func(v *time.Duration, full, short time.Duration) {
+		if *v == 0 {
+			*v = full
+			if c.short {
+				*v = short
+			}
+		}
+	}
+	def(&c.memDur, 2*time.Second, 500*time.Millisecond)
+	def(&c.kafkaDur, 3*time.Second, time.Second)
+	if c.rounds == 0 {
+		c.rounds = 6
+		if c.short {
+			c.rounds = 3
+		}
+	}
+	c.probeOps, c.scaleReps = 20000, 3
+	if c.short {
+		c.probeOps, c.scaleReps = 5000, 1
+	}
+	cmd := "cd bench && "
+	if kb := os.Getenv("KAFKA_BROKERS"); kb != "" {
+		cmd += "KAFKA_BROKERS=" + kb + " "
+	}
+	cmd += "go run ." + argString(os.Args[1:])
+	res, err := runAll(c, cmd)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "bench:", err)
+		os.Exit(1)
+	}
+	md := res.markdown(c)
+	fmt.Print(md)
+	if c.svg != "" {
+		if err := os.WriteFile(c.svg, []byte(res.svg()), 0o644); err != nil {
+			fmt.Fprintln(os.Stderr, "bench:", err)
+			os.Exit(1)
+		}
+	}
+	if c.out != "" {
+		if err := os.WriteFile(c.out, []byte(md), 0o644); err != nil {
+			fmt.Fprintln(os.Stderr, "bench:", err)
+			os.Exit(1)
+		}
+	}
+}
+
+func argString(args []string) string {
+	var b strings.Builder
+	for _, a := range args {
+		b.WriteByte(' ')
+		b.WriteString(a)
+	}
+	return b.String()
+}
+
+func logf(format string, args ...any) {
+	fmt.Fprintf(os.Stderr, "%s "+format+"\n", append([]any{time.Now().Format("15:04:05")}, args...)...)
+}
+
+// series is one contender at one load, over the rounds.
+type series struct {
+	runs []run
+}
+
+// stat is a median with its spread over rounds.
+type stat struct{ med, lo, hi float64 }
+
+func (s *series) stat(f func(run) float64) stat {
+	var v []float64
+	for _, r := range s.runs {
+		v = append(v, f(r))
+	}
+	return summarize(v)
+}
+
+func summarize(v []float64) stat {
+	if len(v) == 0 {
+		return stat{}
+	}
+	v = append([]float64(nil), v...)
+	sortFloats(v)
+	m := v[len(v)/2]
+	if len(v)%2 == 0 {
+		m = (v[len(v)/2-1] + v[len(v)/2]) / 2
+	}
+	return stat{med: m, lo: v[0], hi: v[len(v)-1]}
+}
+
+func (s *series) errs() int64 {
+	var n int64
+	for _, r := range s.runs {
+		n += r.errs
+	}
+	return n
+}
+
+func (s *series) firstErr() error {
+	for _, r := range s.runs {
+		if r.firstErr != nil {
+			return r.firstErr
+		}
+	}
+	return nil
+}
+
+// section is a set of contenders measured at two loads in shuffled rounds.
+type section struct {
+	title  string
+	broker string // Kafka sections: what the broker was
+	names  []string
+	desc   map[string]string
+	levels []string // "seq", then the concurrent level
+	runs   map[string]map[string]*series
+	cpu    cpuUsage
+	err    error // why the section could not run
+}
+
+func (s *section) get(name, level string) *series {
+	if s.runs[name] == nil {
+		s.runs[name] = map[string]*series{}
+	}
+	if s.runs[name][level] == nil {
+		s.runs[name][level] = &series{}
+	}
+	return s.runs[name][level]
+}
+
+// results is everything one invocation measured.
+type results struct {
+	m       machine
+	cmd     string
+	start   time.Time
+	elapsed time.Duration
+	inproc  *section
+	kafka   []*section
+	scale   map[int][]scaleResult
+	scaleCPU cpuUsage
+	scaleErr error
+}
+
+func runAll(c config, cmd string) (*results, error) {
+	res := &results{m: describeMachine(), cmd: cmd, start: time.Now(), scale: map[int][]scaleResult{}}
+	logf("bench: %d rounds; in-process runs of %v, Kafka runs of %v", c.rounds, c.memDur, c.kafkaDur)
+	if c.sections["memory"] {
+		res.inproc = runInproc(c)
+	}
+	if c.sections["kafka"] {
+		real := os.Getenv("KAFKA_BROKERS") != ""
+		if real {
+			res.kafka = append(res.kafka, runKafka(c, true))
+		}
+		if !real || c.kfake {
+			res.kafka = append(res.kafka, runKafka(c, false))
+		}
+	}
+	if c.sections["scale"] {
+		runScale(c, res)
+	}
+	res.elapsed = time.Since(res.start)
+	logf("bench: done in %v", res.elapsed.Round(time.Second))
+	return res, nil
+}
+
+// task is one contender at one load, in one round.
+type task struct {
+	name, level string
+}
+
+// interleave runs every task once per round, in a new random order each
+// round, calling do for each.
+func interleave(rounds int, names, levels []string, do func(round int, t task)) {
+	var tasks []task
+	for _, n := range names {
+		for _, l := range levels {
+			tasks = append(tasks, task{n, l})
+		}
+	}
+	for r := range rounds {
+		rand.Shuffle(len(tasks), func(i, j int) { tasks[i], tasks[j] = tasks[j], tasks[i] })
+		for _, t := range tasks {
+			do(r, t)
+		}
+	}
+}
+
+// warm sends requests until n succeed in a row, or the limit passes.
+func warm(r requester, n int64, limit time.Duration) error {
+	deadline := time.Now().Add(limit)
+	for {
+		w := drive(r, load{callers: 1, maxOps: n, timeout: limit})
+		if w.errs == 0 {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("warm-up: %d of %d requests failed, first: %w", w.errs, n, w.firstErr)
+		}
+		time.Sleep(100 * time.Millisecond) // a broker still electing leaders: back off
+	}
+}
+
+func runInproc(c config) *section {
+	s := &section{
+		title:  "In-process",
+		names:  inprocNames,
+		desc:   map[string]string{},
+		levels: []string{"seq", "par64"},
+		runs:   map[string]map[string]*series{},
+	}
+	meter := startCPUMeter()
+	defer func() { s.cpu = meter.stop() }()
+	cs := map[string]*contender{}
+	for _, n := range s.names {
+		ct, err := newInproc(n)
+		if err != nil {
+			s.err = fmt.Errorf("%s: %w", n, err)
+			return s
+		}
+		defer ct.close()
+		cs[n], s.desc[n] = ct, ct.desc
+		if err := warm(ct.r, 1000, 10*time.Second); err != nil {
+			s.err = fmt.Errorf("%s: %w", n, err)
+			return s
+		}
+		drive(ct.r, load{callers: 64, dur: 200 * time.Millisecond, sampleEvery: 8})
+	}
+	interleave(c.rounds, s.names, s.levels, func(round int, t task) {
+		l := load{callers: 1, dur: c.memDur, sampleEvery: 8}
+		if t.level == "par64" {
+			l.callers = 64
+		}
+		r := drive(cs[t.name].r, l)
+		s.get(t.name, t.level).runs = append(s.get(t.name, t.level).runs, r)
+		logf("in-process round %d %-10s %-5s %9.0f ns/op  p50 %v  p99 %v  errors %d", round+1, t.name, t.level, r.nsPerOp(), r.pct(.5), r.pct(.99), r.errs)
+	})
+	return s
+}
+
+func runKafka(c config, real bool) *section {
+	s := &section{
+		title:  "Kafka",
+		names:  kafkaNames,
+		desc:   map[string]string{},
+		levels: []string{"seq", "pipe64"},
+		runs:   map[string]map[string]*series{},
+	}
+	meter := startCPUMeter()
+	defer func() { s.cpu = meter.stop() }()
+	saved := os.Getenv("KAFKA_BROKERS")
+	if !real {
+		os.Unsetenv("KAFKA_BROKERS")
+		defer os.Setenv("KAFKA_BROKERS", saved)
+	}
+	env, err := startKafka()
+	if err != nil {
+		s.err = err
+		return s
+	}
+	defer env.close()
+	s.broker = env.label
+	if err := env.prepare(s.names); err != nil {
+		s.err = err
+		return s
+	}
+	s.title = "Kafka on " + env.label
+	logf("Kafka section on %s", env.label)
+	cs := map[string]*contender{}
+	for _, n := range s.names {
+		ct, err := env.newKafka(n)
+		if err != nil {
+			s.err = fmt.Errorf("%s: %w", n, err)
+			return s
+		}
+		defer ct.close()
+		cs[n], s.desc[n] = ct, ct.desc
+		nWarm := int64(200)
+		if ct.maxSeq > 0 {
+			nWarm = 2
+		}
+		if err := warm(ct.r, nWarm, time.Minute); err != nil {
+			s.err = fmt.Errorf("%s: %w", n, err)
+			return s
+		}
+		if ct.maxSeq == 0 {
+			drive(ct.r, load{callers: 64, dur: 500 * time.Millisecond})
+		}
+		logf("Kafka contender %s ready", n)
+	}
+	interleave(c.rounds, s.names, s.levels, func(round int, t task) {
+		ct := cs[t.name]
+		l := load{callers: 1, dur: c.kafkaDur}
+		if t.level == "pipe64" {
+			l.callers = 64
+		} else if ct.maxSeq > 0 {
+			l.dur, l.maxOps = 0, ct.maxSeq
+			if c.short {
+				l.maxOps = min(3, ct.maxSeq)
+			}
+		}
+		r := drive(ct.r, l)
+		s.get(t.name, t.level).runs = append(s.get(t.name, t.level).runs, r)
+		logf("Kafka round %d %-16s %-6s %8.0f req/s  p50 %v  p99 %v  errors %d", round+1, t.name, t.level, r.perSec(), r.pct(.5), r.pct(.99), r.errs)
+	})
+	return s
+}
+
+func runScale(c config, res *results) {
+	meter := startCPUMeter()
+	defer func() { res.scaleCPU = meter.stop() }()
+	for rep := range c.scaleReps {
+		for _, n := range scaleLevels {
+			r, err := scaleOnce(n, c.probeOps)
+			if err != nil {
+				res.scaleErr = fmt.Errorf("%d in flight: %w", n, err)
+				return
+			}
+			res.scale[n] = append(res.scale[n], r)
+			logf("scale rep %d %6d in flight: Go %5.0f B/req  Request %5.0f B heap + %5.0f B stack  probe p50 %v p99 %v  drain %v/req",
+				rep+1, n, r.heapPerGo, r.heapPerReq, r.stackPerReq, r.probe.pct(.5), r.probe.pct(.99), r.drain)
+		}
+	}
+}
