@@ -2,6 +2,7 @@ package api_test
 
 import (
 	"net/http"
+	"runtime"
 	"strings"
 	"sync"
 	"testing"
@@ -185,6 +186,9 @@ func TestOverloaded(t *testing.T) {
 		h.Release()
 		wg.Wait()
 		(<-first).want(t, http.StatusOK, map[string]string{"status": "removed"})
+		// A Call's Done closes a moment before the Bridge releases its
+		// in-flight slot: wait for the release.
+		waitIdle(t, e.bridge, b.timeout)
 		e.do(http.MethodPost, "/v1/takedowns", token, takedownBody("itm-1005")).want(t, http.StatusOK, map[string]string{"status": "removed"})
 		if st := e.bridge.Stats(); st.Overloaded != 2 {
 			t.Errorf("Stats().Overloaded = %d, want 2", st.Overloaded)
@@ -257,4 +261,16 @@ func TestReports(t *testing.T) {
 		}
 		e.do(http.MethodGet, "/v1/reports/rpt-unknown", "", "").want(t, http.StatusNotFound, map[string]string{"error": "not_found"})
 	})
+}
+
+// waitIdle waits until b has no request in flight.
+func waitIdle(t *testing.T, b *syncbridge.Bridge, d time.Duration) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for b.InFlight() != 0 {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d requests still in flight after %v", b.InFlight(), d)
+		}
+		runtime.Gosched()
+	}
 }

@@ -34,7 +34,7 @@ type Options struct {
 	// service, to demonstrate the API's 202 Accepted path. Zero means none.
 	Delay time.Duration
 	// BeforeTakedown, when set, is called before each takedown command is
-	// applied, after Delay; the command waits until it returns. An error
+	// applied, before Delay; the command waits until it returns. An error
 	// makes the command fail with contract.CodeUnavailable, unapplied.
 	// Meant for tests, which block it on a channel. It must return by the
 	// time ctx ends.
@@ -44,6 +44,10 @@ type Options struct {
 	BeforeReport func(ctx context.Context, r contract.Report) error
 	// Topics names the topics. Zero means contract.DefaultTopics("").
 	Topics contract.Topics
+	// AfterEvent, when set, is called after each domain event read from the
+	// events topic was applied (or found to be applied already), with its
+	// type. Meant for tests and metrics; it must be fast.
+	AfterEvent func(eventType string)
 	// Group is the consumer group prefix of the instances of one service.
 	// Default "items-service".
 	Group string
@@ -241,8 +245,13 @@ func (s *Service) takedown(ctx context.Context, req *syncbridge.Message) (syncbr
 	return contract.Encode("", cmd.ItemID, res)
 }
 
-// wait applies Delay and BeforeTakedown.
+// wait applies BeforeTakedown and Delay.
 func (s *Service) wait(ctx context.Context, cmd contract.TakedownCommand) error {
+	if f := s.opts.BeforeTakedown; f != nil {
+		if err := f(ctx, cmd); err != nil {
+			return err
+		}
+	}
 	if d := s.opts.Delay; d > 0 {
 		t := time.NewTimer(d)
 		defer t.Stop()
@@ -253,9 +262,6 @@ func (s *Service) wait(ctx context.Context, cmd contract.TakedownCommand) error 
 		case <-s.stop:
 			return errors.New("items service stopping")
 		}
-	}
-	if f := s.opts.BeforeTakedown; f != nil {
-		return f(ctx, cmd)
 	}
 	return nil
 }
@@ -375,13 +381,20 @@ func (s *Service) onEvent(_ context.Context, msg syncbridge.Message) {
 	switch string(typ) {
 	case contract.EventItemTakenDown:
 		var ev contract.ItemTakenDown
-		if err := contract.Decode(&msg, &ev); err == nil && ev.TakedownID != "" {
-			s.applyTakedown(ev)
+		if err := contract.Decode(&msg, &ev); err != nil || ev.TakedownID == "" {
+			return
 		}
+		s.applyTakedown(ev)
 	case contract.EventReportProcessed:
 		var st contract.ReportStatus
-		if err := contract.Decode(&msg, &st); err == nil && st.ReportID != "" {
-			s.applyReport(st)
+		if err := contract.Decode(&msg, &st); err != nil || st.ReportID == "" {
+			return
 		}
+		s.applyReport(st)
+	default:
+		return
+	}
+	if f := s.opts.AfterEvent; f != nil {
+		f(string(typ))
 	}
 }
