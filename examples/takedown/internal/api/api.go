@@ -406,7 +406,7 @@ func (s *Server) lookupTakedown(w http.ResponseWriter, r *http.Request, id strin
 	if err := s.query(r.Context(), contract.QueryTakedown, id, &res); err != nil {
 		o := errorOutcome(err)
 		if o.code == contract.CodeNotFound {
-			o.message = "no such takedown (or it was forgotten)"
+			o.message = "unknown takedown: not awaiting confirmation on this replica, and not applied by the items service"
 		}
 		writeError(w, o.status, o.code, o.message, o.retryAfter)
 		return

@@ -158,6 +158,19 @@ func TestTakedownLateFailure(t *testing.T) {
 	e.do(http.MethodGet, r.header.Get("Location")+"?wait=1m", token, "").want(t, http.StatusNotFound, map[string]string{"error": "not_found", "status": "failed", "item_id": "itm-9999"})
 }
 
+// TestTakedownExpired: a takedown answered 202 whose confirmation never
+// comes expires at the call timeout, and its Location says so.
+func TestTakedownExpired(t *testing.T) {
+	e := newEnv(t, backends()[0], setup{syncTimeout: 10 * time.Millisecond, callTimeout: 50 * time.Millisecond})
+	h := e.takedowns.block(t, "itm-1001")
+	r := e.do(http.MethodPost, "/v1/takedowns", token, takedownBody("itm-1001"))
+	r.want(t, http.StatusAccepted, nil)
+	await(t, h.entered, 10*time.Second, "the takedown to reach the items service")
+	// The items service stays blocked until the test ends.
+	r = e.do(http.MethodGet, r.header.Get("Location")+"?wait=1m", token, "")
+	r.want(t, http.StatusGatewayTimeout, map[string]string{"error": "expired", "status": "failed", "item_id": "itm-1001"})
+}
+
 // TestOverloaded: past WithMaxInFlight, the API answers 503 with
 // Retry-After at once, without sending anything.
 func TestOverloaded(t *testing.T) {

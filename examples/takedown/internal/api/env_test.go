@@ -124,6 +124,7 @@ func shared[T any](t *testing.T, key string, mk func() T) T {
 type setup struct {
 	maxInFlight int           // of the Bridge; 0 means no limit
 	syncTimeout time.Duration // 0 means the backend's timeout
+	callTimeout time.Duration // 0 means twice the backend's timeout
 	maxBody     int64         // 0 means the default
 }
 
@@ -195,10 +196,13 @@ func newReplica(t *testing.T, b backend, tr syncbridge.Transport, topics contrac
 	if s.syncTimeout == 0 {
 		s.syncTimeout = b.timeout
 	}
+	if s.callTimeout == 0 {
+		s.callTimeout = 2 * b.timeout
+	}
 	srv, err := api.New(api.Config{
 		Bridge: br, Transport: tr, Topics: topics, Tokens: tokens,
 		Audit:       slog.New(slog.NewJSONHandler(audit, nil)),
-		SyncTimeout: s.syncTimeout, CallTimeout: 2 * b.timeout, MaxBody: s.maxBody,
+		SyncTimeout: s.syncTimeout, CallTimeout: s.callTimeout, MaxBody: s.maxBody,
 	})
 	if err != nil {
 		t.Fatal(err)
