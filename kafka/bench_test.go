@@ -6,6 +6,7 @@ import (
 	"slices"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -195,6 +196,16 @@ func startKgoEcho(tb testing.TB, e *env, requests, replies string) func() {
 	return func() { cancel(); <-done; cl.Close() }
 }
 
+// cpuTime returns the CPU time the process used so far: the requester, the
+// echo and the kfake broker together.
+func cpuTime() time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
 func BenchmarkTransportRoundTrip(b *testing.B) {
 	type kind struct {
 		name string
@@ -248,6 +259,7 @@ func BenchmarkTransportRoundTrip(b *testing.B) {
 					if st != nil {
 						before = st.Stats()
 					}
+					cpu0 := cpuTime()
 					b.ResetTimer()
 					start := time.Now()
 					var wg sync.WaitGroup
@@ -270,7 +282,9 @@ func BenchmarkTransportRoundTrip(b *testing.B) {
 					}
 					wg.Wait()
 					elapsed := time.Since(start)
+					cpu := cpuTime() - cpu0
 					b.StopTimer()
+					b.ReportMetric(float64(cpu.Microseconds())/float64(b.N), "cpu-µs/op")
 					if f := failed.Load(); f > 0 {
 						b.Errorf("%d of %d round trips failed", f, b.N)
 					}

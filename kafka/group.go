@@ -8,6 +8,7 @@ import (
 	"slices"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	kafka "github.com/segmentio/kafka-go"
 
@@ -212,8 +213,8 @@ func (s *groupSub) runGeneration(gctx context.Context, gen *kafka.Generation) {
 			}
 		}
 	}
-	// Committer: commits at once when idle, and gathers what is processed
-	// while a commit is in flight into the next one.
+	// Committer: commits once something was processed, then waits for
+	// CommitInterval; what is processed meanwhile goes in the next commit.
 	committerDone := make(chan struct{})
 	go func() {
 		defer close(committerDone)
@@ -223,6 +224,15 @@ func (s *groupSub) runGeneration(gctx context.Context, gen *kafka.Generation) {
 				return
 			case <-dirty:
 				commit()
+			}
+			if t.cfg.commitInterval > 0 {
+				tm := time.NewTimer(t.cfg.commitInterval)
+				select {
+				case <-ctx.Done():
+					tm.Stop()
+					return
+				case <-tm.C:
+				}
 			}
 		}
 	}()

@@ -49,6 +49,7 @@ const (
 	DefaultRebalanceTimeout  = 10 * time.Second
 	DefaultRetryBackoff      = 50 * time.Millisecond
 	DefaultMaxRetryBackoff   = time.Second
+	DefaultCommitInterval    = 100 * time.Millisecond
 )
 
 // config holds what the options set. It is read-only once New returns.
@@ -72,6 +73,7 @@ type config struct {
 	rebalanceTimeout  time.Duration
 	retryBackoff      time.Duration
 	maxRetryBackoff   time.Duration
+	commitInterval    time.Duration
 }
 
 func defaultConfig() config {
@@ -89,6 +91,7 @@ func defaultConfig() config {
 		rebalanceTimeout: DefaultRebalanceTimeout,
 		retryBackoff:     DefaultRetryBackoff,
 		maxRetryBackoff:  DefaultMaxRetryBackoff,
+		commitInterval:   DefaultCommitInterval,
 	}
 }
 
@@ -114,6 +117,8 @@ func (c *config) validate() error {
 		return fmt.Errorf("MetadataMaxAge: %v is below 100ms", c.metadataMaxAge)
 	case c.heartbeat <= 0 || c.sessionTimeout <= 0 || c.rebalanceTimeout <= 0:
 		return errors.New("GroupTimeouts: every duration must be positive")
+	case c.commitInterval < 0:
+		return fmt.Errorf("CommitInterval: %v is negative", c.commitInterval)
 	case c.heartbeat >= c.sessionTimeout:
 		return fmt.Errorf("GroupTimeouts: heartbeat interval %v must be below the session timeout %v", c.heartbeat, c.sessionTimeout)
 	}
@@ -287,4 +292,16 @@ func RetryBackoff(first, max time.Duration) Option {
 		c.retryBackoff, c.maxRetryBackoff = first, max
 		return nil
 	})
+}
+
+// CommitInterval sets how often a group subscription commits the offsets
+// its handlers processed: a commit follows the first processed message
+// after the previous commit by at most this long. An offset is only ever
+// committed after the handler returned for its message, and processed
+// offsets are always committed before partitions are given up (rebalance,
+// Close); the interval only bounds what a crash re-delivers. Zero commits
+// as soon as the previous commit is done, which costs one commit request
+// per round trip. Default DefaultCommitInterval (100 ms).
+func CommitInterval(d time.Duration) Option {
+	return optFunc(func(c *config) error { c.commitInterval = d; return nil })
 }
