@@ -123,6 +123,8 @@ func (rd *reader) runOnce(ctx context.Context, curs []*cursor) (progressed bool,
 // ends or an error calls for fresh metadata.
 func (rd *reader) fetchLoop(ctx context.Context, leader int32, curs []*cursor) (progressed bool, err error) {
 	t := rd.t
+	conn := &brokerConn{t: t, broker: leader}
+	defer conn.close()
 	active := make([]*cursor, 0, len(curs))
 	var recs []record
 	for ctx.Err() == nil {
@@ -139,7 +141,7 @@ func (rd *reader) fetchLoop(ctx context.Context, leader int32, curs []*cursor) (
 			}
 			continue
 		}
-		res, err := rd.fetch(ctx, active)
+		res, err := rd.fetch(ctx, conn, active)
 		if err != nil {
 			if ctx.Err() != nil {
 				return progressed, nil
@@ -206,7 +208,7 @@ func findCursor(curs []*cursor, p int32) *cursor {
 }
 
 // fetch sends one fetch request for the partitions of curs.
-func (rd *reader) fetch(ctx context.Context, curs []*cursor) (*fetch.Response, error) {
+func (rd *reader) fetch(ctx context.Context, conn *brokerConn, curs []*cursor) (*fetch.Response, error) {
 	t := rd.t
 	parts := make([]fetch.RequestPartition, len(curs))
 	for i, c := range curs {
@@ -230,7 +232,7 @@ func (rd *reader) fetch(ctx context.Context, curs []*cursor) (*fetch.Response, e
 	rctx, cancel := t.requestCtx(ctx)
 	defer cancel()
 	t.stats.fetchRequests.Add(1)
-	r, err := t.kt.RoundTrip(rctx, t.addr, req)
+	r, err := conn.roundTrip(rctx, req)
 	if err != nil {
 		if ctx.Err() == nil {
 			t.stats.fetchErrors.Add(1)

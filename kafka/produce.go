@@ -162,6 +162,7 @@ type producer struct {
 	t      *Transport
 	broker int32
 	wake   chan struct{} // capacity 1: queue is not empty
+	conn   brokerConn    // the loop's own connection
 
 	mu    sync.Mutex // protects queue
 	queue []*pending
@@ -177,6 +178,7 @@ func (t *Transport) producerFor(broker int32) (*producer, error) {
 	p := t.producers[broker]
 	if p == nil {
 		p = &producer{t: t, broker: broker, wake: make(chan struct{}, 1)}
+		p.conn = brokerConn{t: t, broker: broker}
 		t.producers[broker] = p
 		t.wg.Add(1)
 		go p.run()
@@ -196,6 +198,7 @@ func (p *producer) enqueue(r *pending) {
 
 func (p *producer) run() {
 	defer p.t.wg.Done()
+	defer p.conn.close()
 	var spare []*pending
 	for {
 		select {
@@ -302,7 +305,7 @@ func (p *producer) send(batch []*pending) {
 
 	ctx, cancel := p.t.requestCtx(p.t.ctx)
 	p.t.stats.produceRequests.Add(1)
-	res, err := p.t.kt.RoundTrip(ctx, p.t.addr, req)
+	res, err := p.conn.roundTrip(ctx, req)
 	cancel()
 	if err != nil {
 		p.t.stats.produceErrors.Add(1)

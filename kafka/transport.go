@@ -64,9 +64,12 @@ type Transport struct {
 	subs      map[closer]struct{}
 	shared    map[sharedKey]*sharedReader
 
-	metaMu      sync.Mutex // protects topics, lastRefresh
+	metaMu      sync.Mutex // protects topics, brokerAddrs, lastRefresh
 	topics      map[string]*topicMeta
+	brokerAddrs map[int32]string // broker ID -> host:port
 	lastRefresh time.Time
+
+	netDial func(ctx context.Context, network, addr string) (net.Conn, error)
 
 	connMu sync.Mutex // protects conns
 	conns  map[*trackedConn]struct{}
@@ -130,20 +133,22 @@ func New(brokers []string, opts ...Option) (*Transport, error) {
 		return nil, fmt.Errorf("syncbridge/kafka: %w", err)
 	}
 	t := &Transport{
-		cfg:       cfg,
-		bootstrap: slices.Clone(brokers),
-		addr:      kafka.TCP(brokers...),
-		log:       cfg.logger,
-		producers: make(map[int32]*producer),
-		subs:      make(map[closer]struct{}),
-		shared:    make(map[sharedKey]*sharedReader),
-		topics:    make(map[string]*topicMeta),
-		conns:     make(map[*trackedConn]struct{}),
+		cfg:         cfg,
+		bootstrap:   slices.Clone(brokers),
+		addr:        kafka.TCP(brokers...),
+		log:         cfg.logger,
+		producers:   make(map[int32]*producer),
+		subs:        make(map[closer]struct{}),
+		shared:      make(map[sharedKey]*sharedReader),
+		topics:      make(map[string]*topicMeta),
+		brokerAddrs: make(map[int32]string),
+		conns:       make(map[*trackedConn]struct{}),
 	}
 	t.ctx, t.cancel = context.WithCancel(context.Background())
 	netDialer := &net.Dialer{Timeout: cfg.dialTimeout, KeepAlive: 30 * time.Second}
+	t.netDial = t.trackDial(netDialer.DialContext)
 	t.kt = &kafka.Transport{
-		Dial:        t.trackDial(netDialer.DialContext),
+		Dial:        t.netDial,
 		DialTimeout: cfg.dialTimeout,
 		IdleTimeout: time.Minute,
 		MetadataTTL: cfg.metadataMaxAge,
@@ -159,7 +164,7 @@ func New(brokers []string, opts ...Option) (*Transport, error) {
 		KeepAlive:     30 * time.Second,
 		TLS:           cfg.tls,
 		SASLMechanism: cfg.sasl,
-		DialFunc:      t.trackDial(netDialer.DialContext),
+		DialFunc:      t.netDial,
 	}
 	return t, nil
 }
@@ -315,6 +320,13 @@ func (t *Transport) loadTopicMeta(ctx context.Context, topic string, ask bool) (
 		return nil, fmt.Errorf("syncbridge/kafka: metadata for %q: %w", topic, err)
 	}
 	res := r.(*meta.Response)
+	if len(res.Brokers) > 0 {
+		t.metaMu.Lock()
+		for _, b := range res.Brokers {
+			t.brokerAddrs[b.NodeID] = joinHostPort(b.Host, b.Port)
+		}
+		t.metaMu.Unlock()
+	}
 	for _, tm := range res.Topics {
 		if tm.Name != topic {
 			continue

@@ -1,0 +1,171 @@
+package kafka
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"strconv"
+	"time"
+
+	kafka "github.com/segmentio/kafka-go"
+	"github.com/segmentio/kafka-go/protocol"
+	"github.com/segmentio/kafka-go/protocol/apiversions"
+	"github.com/segmentio/kafka-go/protocol/saslauthenticate"
+	"github.com/segmentio/kafka-go/protocol/saslhandshake"
+)
+
+// brokerConn is a connection to one broker owned by one goroutine (a
+// produce loop or a fetch loop), which sends its requests on it itself:
+// kafka-go's Transport hands each request to a connection goroutine and
+// back, which costs a few tens of µs per round trip on the hot path.
+// Metadata, offsets and topic creation still go through kafka-go's
+// Transport. Not safe for concurrent use.
+type brokerConn struct {
+	t      *Transport
+	broker int32
+	nc     net.Conn
+	pc     *protocol.Conn
+}
+
+// roundTrip sends req on the connection, dialing it first if needed, and
+// returns the response. It returns by the time ctx ends. After an error
+// the connection is closed; the next call dials again.
+func (c *brokerConn) roundTrip(ctx context.Context, req protocol.Message) (protocol.Message, error) {
+	if c.pc == nil {
+		if err := c.dial(ctx); err != nil {
+			return nil, err
+		}
+	}
+	deadline, ok := ctx.Deadline()
+	if !ok {
+		deadline = time.Now().Add(c.t.cfg.requestTimeout)
+	}
+	_ = c.nc.SetDeadline(deadline)
+	// Cancellation without a deadline (Close) interrupts the round trip.
+	stop := context.AfterFunc(ctx, func() { _ = c.nc.SetDeadline(time.Unix(1, 0)) })
+	res, err := c.pc.RoundTrip(req)
+	stop()
+	if err != nil {
+		c.close()
+		if ctx.Err() != nil {
+			return nil, ctx.Err()
+		}
+		return nil, err
+	}
+	return res, nil
+}
+
+func (c *brokerConn) close() {
+	if c.nc != nil {
+		_ = c.nc.Close()
+	}
+	c.nc, c.pc = nil, nil
+}
+
+// dial connects to the broker's current address: TLS, API version
+// negotiation and SASL included.
+func (c *brokerConn) dial(ctx context.Context) error {
+	t := c.t
+	addr, ok := t.brokerAddr(c.broker)
+	if !ok {
+		return fmt.Errorf("broker %d: %w", c.broker, kafka.BrokerNotAvailable)
+	}
+	ctx, cancel := context.WithTimeout(ctx, t.cfg.dialTimeout)
+	defer cancel()
+	nc, err := t.netDial(ctx, "tcp", addr)
+	if err != nil {
+		return fmt.Errorf("dial broker %d at %s: %w", c.broker, addr, err)
+	}
+	if t.cfg.tls != nil {
+		cfg := t.cfg.tls
+		if cfg.ServerName == "" {
+			host, _, _ := net.SplitHostPort(addr)
+			cfg = cfg.Clone()
+			cfg.ServerName = host
+		}
+		tc := tls.Client(nc, cfg)
+		if err := tc.HandshakeContext(ctx); err != nil {
+			_ = nc.Close()
+			return fmt.Errorf("TLS handshake with broker %d at %s: %w", c.broker, addr, err)
+		}
+		nc = tc
+	}
+	if d, ok := ctx.Deadline(); ok {
+		_ = nc.SetDeadline(d)
+	}
+	stop := context.AfterFunc(ctx, func() { _ = nc.SetDeadline(time.Unix(1, 0)) })
+	defer stop()
+	pc := protocol.NewConn(nc, t.cfg.clientID)
+	if err := negotiate(ctx, pc, t); err != nil {
+		_ = nc.Close()
+		return fmt.Errorf("broker %d at %s: %w", c.broker, addr, err)
+	}
+	_ = nc.SetDeadline(time.Time{})
+	c.nc, c.pc = nc, pc
+	return nil
+}
+
+// negotiate picks the API versions and authenticates.
+func negotiate(ctx context.Context, pc *protocol.Conn, t *Transport) error {
+	r, err := pc.RoundTrip(new(apiversions.Request))
+	if err != nil {
+		return fmt.Errorf("API versions: %w", err)
+	}
+	res := r.(*apiversions.Response)
+	if res.ErrorCode != 0 {
+		return fmt.Errorf("API versions: %w", kafka.Error(res.ErrorCode))
+	}
+	ver := make(map[protocol.ApiKey]int16, len(res.ApiKeys))
+	for _, k := range res.ApiKeys {
+		key := protocol.ApiKey(k.ApiKey)
+		ver[key] = key.SelectVersion(k.MinVersion, k.MaxVersion)
+	}
+	pc.SetVersions(ver)
+	if t.cfg.sasl == nil {
+		return nil
+	}
+	m := t.cfg.sasl
+	hr, err := pc.RoundTrip(&saslhandshake.Request{Mechanism: m.Name()})
+	if err != nil {
+		return fmt.Errorf("SASL handshake: %w", err)
+	}
+	if code := hr.(*saslhandshake.Response).ErrorCode; code != 0 {
+		return fmt.Errorf("SASL handshake: %w", kafka.Error(code))
+	}
+	sess, state, err := m.Start(ctx)
+	if err != nil {
+		return fmt.Errorf("SASL %s: %w", m.Name(), err)
+	}
+	for done := false; !done; {
+		ar, err := pc.RoundTrip(&saslauthenticate.Request{AuthBytes: state})
+		if err != nil {
+			if errors.Is(err, io.EOF) {
+				return fmt.Errorf("SASL %s: %w", m.Name(), kafka.SASLAuthenticationFailed)
+			}
+			return fmt.Errorf("SASL %s: %w", m.Name(), err)
+		}
+		res := ar.(*saslauthenticate.Response)
+		if res.ErrorCode != 0 {
+			return fmt.Errorf("SASL %s: %w: %s", m.Name(), kafka.Error(res.ErrorCode), res.ErrorMessage)
+		}
+		if done, state, err = sess.Next(ctx, res.AuthBytes); err != nil {
+			return fmt.Errorf("SASL %s: %w", m.Name(), err)
+		}
+	}
+	return nil
+}
+
+// brokerAddr returns the host:port of a broker, from the last metadata.
+func (t *Transport) brokerAddr(id int32) (string, bool) {
+	t.metaMu.Lock()
+	defer t.metaMu.Unlock()
+	a, ok := t.brokerAddrs[id]
+	return a, ok
+}
+
+func joinHostPort(host string, port int32) string {
+	return net.JoinHostPort(host, strconv.Itoa(int(port)))
+}
