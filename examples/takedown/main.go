@@ -169,7 +169,10 @@ func serve(ctx context.Context, c config, getenv func(string) string, stdout, st
 
 	if c.role != roleAPI {
 		var svc *items.Service
-		svc, err = items.New(t, items.Options{Topics: topics, Group: c.topicPrefix + "items-service", Delay: c.itemsDelay, Logger: logger})
+		err = retryUnknownTopic(ctx, logger, func() (err error) {
+			svc, err = items.New(t, items.Options{Topics: topics, Group: c.topicPrefix + "items-service", Delay: c.itemsDelay, Logger: logger})
+			return err
+		})
 		if err != nil {
 			return err
 		}
@@ -181,12 +184,35 @@ func serve(ctx context.Context, c config, getenv func(string) string, stdout, st
 		<-ctx.Done()
 		return nil
 	}
-	return serveAPI(ctx, c, t, topics, getenv, stdout, stderr)
+	return serveAPI(ctx, c, t, topics, getenv, stdout, stderr, logger)
+}
+
+// retryUnknownTopic calls start until it succeeds, fails otherwise than
+// with kafka.ErrUnknownTopic, has failed 10 times, or ctx ends. Processes
+// started together on a fresh cluster race to create the topics, and the
+// loser may not see the topic the winner just created.
+func retryUnknownTopic(ctx context.Context, log *slog.Logger, start func() error) error {
+	backoff := 100 * time.Millisecond
+	for attempt := 1; ; attempt++ {
+		err := start()
+		if err == nil || !errors.Is(err, kafka.ErrUnknownTopic) || attempt == 10 {
+			return err
+		}
+		log.Warn("takedown: topic not ready, retrying", "attempt", attempt, "err", err)
+		t := time.NewTimer(backoff)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return err
+		case <-t.C:
+		}
+		backoff = min(2*backoff, 2*time.Second)
+	}
 }
 
 // serveAPI runs the police API on t until ctx ends, then shuts down the
 // HTTP server, the Bridge and the API in that order.
-func serveAPI(ctx context.Context, c config, t syncbridge.Transport, topics contract.Topics, getenv func(string) string, stdout, stderr io.Writer) (err error) {
+func serveAPI(ctx context.Context, c config, t syncbridge.Transport, topics contract.Topics, getenv func(string) string, stdout, stderr io.Writer, logger *slog.Logger) (err error) {
 	tokens, generated, err := loadTokens(getenv)
 	if err != nil {
 		return err
@@ -203,9 +229,13 @@ func serveAPI(ctx context.Context, c config, t syncbridge.Transport, topics cont
 	}
 	audit := slog.New(slog.NewJSONHandler(auditOut, nil)).With("log", "audit")
 
-	b, err := syncbridge.New(t,
-		syncbridge.WithReplyTopic(c.replyTopic),
-		syncbridge.WithMaxInFlight(c.maxInFlight))
+	var b *syncbridge.Bridge
+	err = retryUnknownTopic(ctx, logger, func() (err error) {
+		b, err = syncbridge.New(t,
+			syncbridge.WithReplyTopic(c.replyTopic),
+			syncbridge.WithMaxInFlight(c.maxInFlight))
+		return err
+	})
 	if err != nil {
 		return err
 	}
