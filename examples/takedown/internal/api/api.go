@@ -244,7 +244,12 @@ func (s *Server) postTakedown(w http.ResponseWriter, r *http.Request) {
 		TakedownID: td.id, ItemID: req.ItemID, Reason: req.Reason, CaseRef: req.CaseRef,
 		RequestedBy: tokenID, RequestedAt: start.UTC(),
 	}
-	if !s.startTakedown(r.Context(), td) {
+	msg, err := contract.Encode(s.cfg.Topics.Takedowns, td.cmd.ItemID, td.cmd)
+	if err != nil {
+		writeError(w, http.StatusInternalServerError, "internal", err.Error(), 0)
+		return
+	}
+	if !s.startTakedown(r.Context(), td, msg) {
 		writeError(w, http.StatusServiceUnavailable, "shutting_down", "the API is shutting down", 5)
 		return
 	}
@@ -280,15 +285,11 @@ type pendingBody struct {
 	Location   string `json:"location"`
 }
 
-// startTakedown sends td's command over the Bridge, in a Call of its own
+// startTakedown sends msg, td's command, over the Bridge, in a Call of its own
 // that outlives r (context.WithoutCancel) until CallTimeout or Close, and
 // watches it: when it ends, the outcome is audited and td.done closed. It
 // reports false, having started nothing, after Close.
-func (s *Server) startTakedown(reqCtx context.Context, td *takedown) bool {
-	msg, err := contract.Encode(s.cfg.Topics.Takedowns, td.cmd.ItemID, td.cmd)
-	if err != nil {
-		panic(err) // a TakedownCommand always encodes
-	}
+func (s *Server) startTakedown(reqCtx context.Context, td *takedown, msg syncbridge.Message) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.closed {
@@ -298,9 +299,9 @@ func (s *Server) startTakedown(reqCtx context.Context, td *takedown) bool {
 	stop := context.AfterFunc(s.closing, cancel)
 	td.cancel = cancel
 	s.wg.Add(1)
-	// Go returns once the command is published, which may take long when
-	// the transport is stuck: call it here, not in the handler, whose wait
-	// the sync timeout bounds.
+	// Go returns once the command is published, which takes as long as the
+	// transport needs (up to CallTimeout when it is stuck): call it in this
+	// goroutine, so that the handler's wait stays bounded by SyncTimeout.
 	go func() {
 		defer s.wg.Done()
 		defer stop()
