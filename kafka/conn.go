@@ -47,7 +47,11 @@ func (c *brokerConn) roundTrip(ctx context.Context, req protocol.Message) (proto
 	// Cancellation without a deadline (Close) interrupts the round trip.
 	stop := context.AfterFunc(ctx, func() { _ = c.nc.SetDeadline(time.Unix(1, 0)) })
 	res, err := c.pc.RoundTrip(req)
-	stop()
+	if !stop() {
+		// The deadline was, or is being, pulled in: the connection is
+		// done for, whatever the outcome.
+		c.close()
+	}
 	if err != nil {
 		c.close()
 		if ctx.Err() != nil {
