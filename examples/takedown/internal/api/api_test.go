@@ -1,10 +1,13 @@
 package api_test
 
 import (
+	"context"
+	"errors"
 	"net/http"
 	"runtime"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -207,6 +210,42 @@ func TestOverloaded(t *testing.T) {
 			t.Errorf("Stats().Overloaded = %d, want 2", st.Overloaded)
 		}
 	})
+}
+
+// failingPublish is a transport whose Publish fails while fail is set.
+type failingPublish struct {
+	syncbridge.Transport
+	fail atomic.Bool
+}
+
+func (f *failingPublish) Publish(ctx context.Context, msg syncbridge.Message) error {
+	if f.fail.Load() {
+		return errors.New("broker unreachable")
+	}
+	return f.Transport.Publish(ctx, msg)
+}
+
+// TestPublishFails: when a takedown or a report cannot be published, the
+// API answers 503 with Retry-After: nothing was sent, retry later.
+func TestPublishFails(t *testing.T) {
+	fp := &failingPublish{}
+	e := newEnv(t, backends()[0], setup{apiTransport: func(tr syncbridge.Transport) syncbridge.Transport {
+		fp.Transport = tr
+		return fp
+	}})
+	fp.fail.Store(true)
+	for _, r := range []*response{
+		e.do(http.MethodPost, "/v1/takedowns", token, takedownBody("itm-1001")),
+		e.do(http.MethodPost, "/v1/items/itm-1001/reports", "", `{"reason":"spam"}`),
+		e.do(http.MethodGet, "/v1/items/itm-1001", "", ""),
+	} {
+		r.want(t, http.StatusServiceUnavailable, map[string]string{"error": "unavailable"})
+		if r.header.Get("Retry-After") == "" {
+			t.Errorf("no Retry-After: %s", r.raw)
+		}
+	}
+	fp.fail.Store(false)
+	e.do(http.MethodPost, "/v1/takedowns", token, takedownBody("itm-1001")).want(t, http.StatusOK, map[string]string{"status": "removed"})
 }
 
 // TestShuttingDown: after the Bridge closed, the API answers 503.

@@ -126,6 +126,8 @@ type setup struct {
 	syncTimeout time.Duration // 0 means the backend's timeout
 	callTimeout time.Duration // 0 means twice the backend's timeout
 	maxBody     int64         // 0 means the default
+	// apiTransport, when set, wraps the transport the API replica uses.
+	apiTransport func(syncbridge.Transport) syncbridge.Transport
 }
 
 // env is the API on a real HTTP server, with its Bridge, and the items
@@ -176,7 +178,11 @@ func newEnv(t *testing.T, b backend, s setup) *env {
 	}
 	t.Cleanup(func() { _ = sub.Close() })
 
-	e.bridge, e.server, e.url, e.client = newReplica(t, b, tr, e.topics, s, e.audit)
+	apiTr := tr
+	if s.apiTransport != nil {
+		apiTr = s.apiTransport(tr)
+	}
+	e.bridge, e.server, e.url, e.client = newReplica(t, b, apiTr, e.topics, s, e.audit)
 	return e
 }
 
