@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
+	"os/exec"
 	"strconv"
 	"strings"
 	"testing"
@@ -19,33 +21,55 @@ import (
 // Publish fails within its context meanwhile, and afterwards the same
 // Transport publishes again and its subscriptions resume where they were.
 func TestBrokerRestart(t *testing.T) {
+	var (
+		topic    = "restart"
+		e        *env
+		down, up func()
+	)
 	if newEnvIsReal() {
-		t.Skip("restarts an in-process kfake broker")
-	}
-	dir, port := t.TempDir(), freePort(t)
-	start := func() *kfake.Cluster {
-		t.Helper()
-		c, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.Ports(port), kfake.DataDir(dir), kfake.SeedTopics(4, "restart"))
-		if err != nil {
-			t.Fatal(err)
+		// KAFKA_STOP_CMD and KAFKA_START_CMD stop and start the broker at
+		// KAFKA_BROKERS, keeping its data (e.g. scripts/kafka stop|start).
+		stopCmd, startCmd := os.Getenv("KAFKA_STOP_CMD"), os.Getenv("KAFKA_START_CMD")
+		if stopCmd == "" || startCmd == "" {
+			t.Skip("set KAFKA_STOP_CMD and KAFKA_START_CMD to restart the real broker")
 		}
-		return c
+		e = newEnv(t)
+		topic = e.topic(t, 4)
+		run := func(cmd string) {
+			t.Helper()
+			if out, err := exec.Command("sh", "-c", cmd).CombinedOutput(); err != nil {
+				t.Fatalf("%s: %v\n%s", cmd, err, out)
+			}
+		}
+		down = func() { run(stopCmd) }
+		up = func() { run(startCmd) }
+	} else {
+		dir, port := t.TempDir(), freePort(t)
+		start := func() *kfake.Cluster {
+			t.Helper()
+			c, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.Ports(port), kfake.DataDir(dir), kfake.SeedTopics(4, topic))
+			if err != nil {
+				t.Fatal(err)
+			}
+			return c
+		}
+		c := start()
+		defer func() { c.Close() }()
+		e = &env{brokers: []string{fmt.Sprintf("127.0.0.1:%d", port)}}
+		down = func() { c.Close() }
+		up = func() { c = start() }
 	}
-	c := start()
-	defer func() { c.Close() }()
-	addr := fmt.Sprintf("127.0.0.1:%d", port)
-	e := &env{brokers: []string{addr}}
 	tr := e.transport(t, kafka.RetryBackoff(10*time.Millisecond, 200*time.Millisecond))
-	ctx := testCtx(t, 60*time.Second)
+	ctx := testCtx(t, 180*time.Second)
 
 	var bc collector
-	bsub, err := tr.Subscribe(ctx, syncbridge.SubscribeConfig{Topic: "restart"}, bc.handle)
+	bsub, err := tr.Subscribe(ctx, syncbridge.SubscribeConfig{Topic: topic}, bc.handle)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer bsub.Close()
 	gc := newCounter()
-	gsub, err := tr.Subscribe(ctx, syncbridge.SubscribeConfig{Topic: "restart", Group: "restart"}, gc.handler("g"))
+	gsub, err := tr.Subscribe(ctx, syncbridge.SubscribeConfig{Topic: topic, Group: "restart-" + topic}, gc.handler("g"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -54,7 +78,7 @@ func TestBrokerRestart(t *testing.T) {
 	publish := func(from, to int) {
 		t.Helper()
 		for i := from; i < to; i++ {
-			if err := tr.Publish(ctx, syncbridge.Message{Topic: "restart", Key: []byte(strconv.Itoa(i)), Value: []byte(strconv.Itoa(i))}); err != nil {
+			if err := tr.Publish(ctx, syncbridge.Message{Topic: topic, Key: []byte(strconv.Itoa(i)), Value: []byte(strconv.Itoa(i))}); err != nil {
 				t.Fatal(err)
 			}
 		}
@@ -63,10 +87,10 @@ func TestBrokerRestart(t *testing.T) {
 	bc.waitFor(t, 20, 10*time.Second)
 	gc.waitDistinct(t, 20, 30*time.Second)
 
-	c.Close()
-	down, cancel := context.WithTimeout(ctx, 300*time.Millisecond)
+	down()
+	downCtx, cancel := context.WithTimeout(ctx, 300*time.Millisecond)
 	began := time.Now()
-	err = tr.Publish(down, syncbridge.Message{Topic: "restart", Value: []byte("lost")})
+	err = tr.Publish(downCtx, syncbridge.Message{Topic: topic, Value: []byte("lost")})
 	cancel()
 	if err == nil {
 		t.Fatal("Publish succeeded with the broker down")
@@ -78,7 +102,7 @@ func TestBrokerRestart(t *testing.T) {
 		t.Errorf("Publish with a 300ms deadline took %v", took)
 	}
 
-	c = start()
+	up()
 	publish(20, 40)
 	got := bc.waitFor(t, 40, 30*time.Second)
 	seen := make(map[string]int)
