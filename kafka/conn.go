@@ -31,17 +31,18 @@ type brokerConn struct {
 }
 
 // roundTrip sends req on the connection, dialing it first if needed, and
-// returns the response. It returns by the time ctx ends. After an error
-// the connection is closed; the next call dials again.
+// returns the response. It returns when ctx ends, or RequestTimeout after
+// it began, at the latest. After an error the connection is closed; the
+// next call dials again.
 func (c *brokerConn) roundTrip(ctx context.Context, req protocol.Message) (protocol.Message, error) {
 	if c.pc == nil {
 		if err := c.dial(ctx); err != nil {
 			return nil, err
 		}
 	}
-	deadline, ok := ctx.Deadline()
-	if !ok {
-		deadline = time.Now().Add(c.t.cfg.requestTimeout)
+	deadline := time.Now().Add(c.t.cfg.requestTimeout)
+	if d, ok := ctx.Deadline(); ok && d.Before(deadline) {
+		deadline = d
 	}
 	_ = c.nc.SetDeadline(deadline)
 	// Cancellation without a deadline (Close) interrupts the round trip.

@@ -229,10 +229,8 @@ func (rd *reader) fetch(ctx context.Context, conn *brokerConn, curs []*cursor) (
 		SessionEpoch: -1, // no fetch session: every request is a full one
 		Topics:       []fetch.RequestTopic{{Topic: rd.topic, Partitions: parts}},
 	}
-	rctx, cancel := t.requestCtx(ctx)
-	defer cancel()
 	t.stats.fetchRequests.Add(1)
-	r, err := conn.roundTrip(rctx, req)
+	r, err := conn.roundTrip(ctx, req)
 	if err != nil {
 		if ctx.Err() == nil {
 			t.stats.fetchErrors.Add(1)

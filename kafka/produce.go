@@ -303,10 +303,8 @@ func (p *producer) send(batch []*pending) {
 		}
 	}
 
-	ctx, cancel := p.t.requestCtx(p.t.ctx)
 	p.t.stats.produceRequests.Add(1)
-	res, err := p.conn.roundTrip(ctx, req)
-	cancel()
+	res, err := p.conn.roundTrip(p.t.ctx, req)
 	if err != nil {
 		p.t.stats.produceErrors.Add(1)
 		if p.t.ctx.Err() != nil {
