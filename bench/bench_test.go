@@ -29,6 +29,7 @@ func benchDrive(b *testing.B, r requester, callers, sampleEvery int) {
 	b.ReportMetric(float64(res.pct(.5).Nanoseconds()), "p50-ns")
 	b.ReportMetric(float64(res.pct(.99).Nanoseconds()), "p99-ns")
 	b.ReportMetric(res.perSec(), "req/s")
+	b.ReportMetric(res.cpuPerOp(), "cpu-ns/op")
 }
 
 // BenchmarkMemory: floor, syncbridge over the memory transport, NATS and
@@ -60,11 +61,7 @@ var (
 // kafkaContender returns the named Kafka contender on the shared broker
 // (kfake, or KAFKA_BROKERS), built and warmed once per test binary.
 func kafkaContender(b *testing.B, name string) *contender {
-	kafkaOnce.Do(func() {
-		if kafkaE, kafkaErr = startKafka(); kafkaErr == nil {
-			kafkaErr = kafkaE.prepare(kafkaNames)
-		}
-	})
+	kafkaOnce.Do(func() { kafkaE, kafkaErr = startKafka() })
 	if kafkaErr != nil {
 		b.Fatal(kafkaErr)
 	}

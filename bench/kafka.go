@@ -41,10 +41,8 @@ type kafkaEnv struct {
 	fake    *kfake.Cluster
 	admCl   *kgo.Client
 	adm     *kadm.Client
-	prefix  string // topic name prefix, unique per process
-
-	mu   sync.Mutex // protects echo
-	echo *echoResponder
+	prefix  string        // topic name prefix, unique per process
+	seq     atomic.Uint64 // numbers contender instances
 }
 
 // startKafka starts kfake (1 broker) or, when KAFKA_BROKERS is set, uses the
@@ -84,34 +82,22 @@ func startKafka() (*kafkaEnv, error) {
 	return e, nil
 }
 
-// topicsOf names a contender's request and reply topics.
-func (e *kafkaEnv) topicsOf(name string) (req, rep string) {
-	return e.prefix + name + ".req", e.prefix + name + ".rep"
-}
-
-// prepare creates the request and reply topics of the named contenders and
-// starts the common echo responder on the request topics of all but
-// syncbridge-e2e, so that it is positioned on every topic before any
-// contender sends.
-func (e *kafkaEnv) prepare(names []string) error {
-	var all, echoed []string
-	for _, n := range names {
-		req, rep := e.topicsOf(n)
-		all = append(all, req, rep)
-		if n != "syncbridge-e2e" {
-			echoed = append(echoed, req)
-		}
-	}
+// topics creates a fresh request and reply topic for one instance of a
+// contender: every instance starts on empty topics, so its consumers can
+// start at the earliest offset and miss nothing.
+func (e *kafkaEnv) topics(name string) (req, rep string, err error) {
+	base := fmt.Sprintf("%s%s-%d", e.prefix, name, e.seq.Add(1))
+	req, rep = base+".req", base+".rep"
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	res, err := e.adm.CreateTopics(ctx, kafkaPartitions, 1, nil, all...)
+	res, err := e.adm.CreateTopics(ctx, kafkaPartitions, 1, nil, req, rep)
 	if err != nil {
-		return err
+		return "", "", err
 	}
 	if err := res.Error(); err != nil {
-		return err
+		return "", "", err
 	}
-	return e.serveEcho(echoed)
+	return req, rep, nil
 }
 
 // deleteTopics removes every topic this process created (on a real broker).
@@ -137,12 +123,6 @@ func (e *kafkaEnv) deleteTopics() {
 }
 
 func (e *kafkaEnv) close() {
-	e.mu.Lock()
-	if e.echo != nil {
-		e.echo.close()
-		e.echo = nil
-	}
-	e.mu.Unlock()
 	if e.adm != nil {
 		e.deleteTopics()
 		e.admCl.Close()
@@ -152,27 +132,55 @@ func (e *kafkaEnv) close() {
 	}
 }
 
-// newKafka builds the named Kafka contender on the topics prepare made.
+// newKafka builds an instance of the named Kafka contender on fresh
+// topics, with a fresh instance of the common echo responder (but for
+// syncbridge-e2e, which brings its own Responder).
 func (e *kafkaEnv) newKafka(name string) (*contender, error) {
-	req, rep := e.topicsOf(name)
+	req, rep, err := e.topics(name)
+	if err != nil {
+		return nil, fmt.Errorf("topics: %w", err)
+	}
+	var echo *echoResponder
+	if name != "syncbridge-e2e" {
+		if echo, err = e.startEcho(req); err != nil {
+			return nil, err
+		}
+	}
+	var c *contender
 	switch name {
 	case "syncbridge":
-		return e.newSyncbridgeKafka(req, rep, false)
+		c, err = e.newSyncbridgeKafka(req, rep, false)
 	case "syncbridge-e2e":
-		return e.newSyncbridgeKafka(req, rep, true)
+		c, err = e.newSyncbridgeKafka(req, rep, true)
 	case "franz-go":
-		return e.newFranz(req, rep)
+		c, err = e.newFranz(req, rep)
 	case "kafka-go-tuned":
-		return e.newKafkaGo(req, rep, true)
+		c, err = e.newKafkaGo(req, rep, true)
 	case "kafka-go-default":
-		return e.newKafkaGo(req, rep, false)
+		c, err = e.newKafkaGo(req, rep, false)
+	default:
+		err = fmt.Errorf("unknown Kafka contender %q", name)
 	}
-	return nil, fmt.Errorf("unknown Kafka contender %q", name)
+	if err != nil {
+		if echo != nil {
+			echo.close()
+		}
+		return nil, err
+	}
+	if echo != nil {
+		closeReq := c.close
+		c.close = func() error {
+			err := closeReq()
+			echo.close()
+			return err
+		}
+	}
+	return c, nil
 }
 
 // --- the common echo responder: franz-go, linger 0 ---
 
-// echoResponder consumes request topics and produces each request's value
+// echoResponder consumes a request topic and produces each request's value
 // back to the topic named by its kafka_replyTopic header, with its
 // correlation header, from one franz-go client with ProducerLinger(0). It is
 // the responder of every requester contender (syncbridge-e2e aside).
@@ -182,27 +190,21 @@ type echoResponder struct {
 	done   chan struct{}
 }
 
-// serveEcho starts the common echo responder on topics.
-func (e *kafkaEnv) serveEcho(topics []string) error {
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	if e.echo != nil {
-		return errors.New("echo responder already started")
-	}
+// startEcho starts an instance of the common echo responder on topic.
+func (e *kafkaEnv) startEcho(topic string) (*echoResponder, error) {
 	cl, err := kgo.NewClient(
 		kgo.SeedBrokers(e.brokers...),
 		kgo.ProducerLinger(0),
 		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()),
-		kgo.ConsumeTopics(topics...),
+		kgo.ConsumeTopics(topic),
 	)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	er := &echoResponder{cl: cl, cancel: cancel, done: make(chan struct{})}
 	go er.loop(ctx)
-	e.echo = er
-	return nil
+	return er, nil
 }
 
 func (er *echoResponder) loop(ctx context.Context) {
@@ -473,14 +475,17 @@ func (e *kafkaEnv) newKafkaGo(req, rep string, tuned bool) (*contender, error) {
 	// kafka.DefaultTransport): the shared default caches metadata for 6 s
 	// and would not see a topic created after another Writer looked.
 	w := &kafkago.Writer{Addr: kafkago.TCP(e.brokers...), Topic: req, Transport: &kafkago.Transport{}}
-	rc := kafkago.ReaderConfig{Brokers: e.brokers, Topic: rep}
+	// MaxWait is the one Reader setting changed from its default (10 s):
+	// a fetch returns as soon as one message arrives (MinBytes 1), so it
+	// does not change latency, but Close waits for the fetch in progress.
+	rc := kafkago.ReaderConfig{Brokers: e.brokers, Topic: rep, MaxWait: 250 * time.Millisecond}
 	c := &contender{
 		name:   "kafka-go-default",
-		desc:   "kafka-go Writer{} defaults (BatchTimeout 1 s, BatchSize 100, RequiredAcks none) + a default Reader per reply partition",
+		desc:   "kafka-go Writer{} defaults (BatchTimeout 1 s, BatchSize 100, RequiredAcks none) + a Reader per reply partition (defaults but MaxWait 250 ms)",
 		maxSeq: 4,
 	}
 	if tuned {
-		kafkaGoTuned(w, &rc)
+		kafkaGoTunedFn(w, &rc)
 		c.name, c.maxSeq = "kafka-go-tuned", 0
 		c.desc = fmt.Sprintf("kafka-go Writer BatchTimeout %v (BatchSize default 100), RequiredAcks all + a Reader per reply partition (MaxWait %v)", w.BatchTimeout, rc.MaxWait)
 	}
@@ -517,23 +522,31 @@ func (e *kafkaEnv) newKafkaGo(req, rep string, tuned bool) (*contender, error) {
 	c.r = k
 	c.close = func() error {
 		cancel()
-		var errs []error
-		for _, r := range readers {
-			errs = append(errs, r.Close())
+		errs := make([]error, len(readers)+1)
+		var cwg sync.WaitGroup
+		for i, r := range readers {
+			cwg.Add(1)
+			go func() {
+				defer cwg.Done()
+				errs[i] = r.Close()
+			}()
 		}
+		cwg.Wait()
 		wg.Wait()
-		errs = append(errs, w.Close())
+		errs[len(readers)] = w.Close()
 		return errors.Join(errs...)
 	}
 	return c, nil
 }
 
+// kafkaGoTunedFn is kafkaGoTuned; a variable so experiments can swap it.
+var kafkaGoTunedFn = kafkaGoTuned
+
 // kafkaGoTuned applies the best kafka-go settings found for request/reply:
-// a 1 µs BatchTimeout (0 would mean 1 s), acks from all in-sync replicas as
-// every other contender, and a short MaxWait so idle Readers return quickly
-// (a fetch returns as soon as one message arrives anyway, MinBytes 1).
-func kafkaGoTuned(w *kafkago.Writer, rc *kafkago.ReaderConfig) {
+// a 1 µs BatchTimeout (0 would mean 1 s) and acks from all in-sync replicas,
+// as every other contender waits for. The Readers keep MinBytes 1 and the
+// 250 ms MaxWait of the default contender.
+func kafkaGoTuned(w *kafkago.Writer, _ *kafkago.ReaderConfig) {
 	w.BatchTimeout = time.Microsecond
 	w.RequiredAcks = kafkago.RequireAll
-	rc.MaxWait = 250 * time.Millisecond
 }

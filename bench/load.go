@@ -43,10 +43,11 @@ type contender struct {
 
 // run is the outcome of one load run.
 type run struct {
-	ops     int64
-	errs    int64
-	elapsed time.Duration
-	lat     []time.Duration // sampled latencies, sorted
+	ops      int64
+	errs     int64
+	elapsed  time.Duration
+	cpu      time.Duration   // CPU time of the whole process during the run
+	lat      []time.Duration // sampled latencies, sorted
 	firstErr error
 }
 
@@ -57,6 +58,15 @@ func (r run) nsPerOp() float64 {
 		return 0
 	}
 	return float64(r.elapsed.Nanoseconds()) / float64(r.ops)
+}
+
+// cpuPerOp is the process's CPU time per completed request, in ns: every
+// goroutine of the process counts (responders, and an in-process broker).
+func (r run) cpuPerOp() float64 {
+	if r.ops == 0 {
+		return 0
+	}
+	return float64(r.cpu.Nanoseconds()) / float64(r.ops)
 }
 
 // perSec is the throughput in requests per second.
@@ -160,6 +170,7 @@ func drive(r requester, l load) run {
 		}()
 	}
 	runtime.GC()
+	cpu0 := selfCPU()
 	t0 := time.Now()
 	close(start)
 	var timer *time.Timer
@@ -168,10 +179,11 @@ func drive(r requester, l load) run {
 	}
 	wg.Wait()
 	elapsed := time.Since(t0)
+	cpu := selfCPU() - cpu0
 	if timer != nil {
 		timer.Stop()
 	}
-	res := run{elapsed: elapsed, firstErr: first}
+	res := run{elapsed: elapsed, cpu: cpu, firstErr: first}
 	for c := range l.callers {
 		res.lat = append(res.lat, lats[c]...)
 		res.ops += ops[c]

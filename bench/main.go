@@ -19,6 +19,8 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"os"
+	"regexp"
+	"slices"
 	"strings"
 	"time"
 )
@@ -29,10 +31,13 @@ type config struct {
 	rounds    int
 	memDur    time.Duration // one in-process run
 	kafkaDur  time.Duration // one Kafka run
+	warmOps   int64         // sequential warm-up requests per contender instance
+	warmDur   time.Duration // then this long with 64 callers
 	probeOps  int           // sequential probe requests per scale level
 	scaleReps int           // repetitions of the scale measurement
 	sections  map[string]bool
 	kfake     bool // run Kafka on kfake even when KAFKA_BROKERS is set
+	filter    *regexp.Regexp
 	out, svg  string
 }
 
@@ -44,12 +49,21 @@ func main() {
 	flag.BoolVar(&c.short, "short", false, "quick run: 3 rounds, short runs (under two minutes)")
 	flag.IntVar(&c.rounds, "rounds", 0, "shuffled rounds per contender and load (default 6, or 3 with -short)")
 	flag.DurationVar(&c.memDur, "memdur", 0, "length of one in-process run (default 2s, or 500ms with -short)")
-	flag.DurationVar(&c.kafkaDur, "kafkadur", 0, "length of one Kafka run (default 3s, or 1s with -short)")
+	flag.DurationVar(&c.kafkaDur, "kafkadur", 0, "length of one Kafka run (default 3s, or 700ms with -short)")
 	flag.StringVar(&sections, "only", "memory,kafka,scale", "comma-separated sections to run: memory, kafka, scale")
 	flag.BoolVar(&c.kfake, "kfake", true, "with KAFKA_BROKERS set, also run the Kafka section on kfake")
+	filter := flag.String("contenders", "", "run only the contenders whose names match this regular expression")
 	flag.StringVar(&c.out, "out", "", "write the Markdown report to this file (it is always printed)")
 	flag.StringVar(&c.svg, "svg", "", "write the latency chart to this SVG file (linked from -out relative to it)")
 	flag.Parse()
+	if *filter != "" {
+		re, err := regexp.Compile(*filter)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "bench: -contenders:", err)
+			os.Exit(2)
+		}
+		c.filter = re
+	}
 	c.sections = map[string]bool{}
 	for _, s := range strings.Split(sections, ",") {
 		c.sections[strings.TrimSpace(s)] = true
@@ -63,16 +77,16 @@ func main() {
 		}
 	}
 	def(&c.memDur, 2*time.Second, 500*time.Millisecond)
-	def(&c.kafkaDur, 3*time.Second, time.Second)
+	def(&c.kafkaDur, 3*time.Second, 700*time.Millisecond)
 	if c.rounds == 0 {
 		c.rounds = 6
 		if c.short {
 			c.rounds = 3
 		}
 	}
-	c.probeOps, c.scaleReps = 20000, 3
+	c.probeOps, c.scaleReps, c.warmOps, c.warmDur = 20000, 3, 200, 300*time.Millisecond
 	if c.short {
-		c.probeOps, c.scaleReps = 5000, 1
+		c.probeOps, c.scaleReps, c.warmOps, c.warmDur = 5000, 1, 100, 150*time.Millisecond
 	}
 	cmd := "cd bench && "
 	if kb := os.Getenv("KAFKA_BROKERS"); kb != "" {
@@ -98,6 +112,20 @@ func main() {
 			os.Exit(1)
 		}
 	}
+}
+
+// pick returns the names that -contenders selects.
+func (c config) pick(names []string) []string {
+	if c.filter == nil {
+		return names
+	}
+	var out []string
+	for _, n := range names {
+		if c.filter.MatchString(n) {
+			out = append(out, n)
+		}
+	}
+	return out
 }
 
 func argString(args []string) string {
@@ -161,6 +189,7 @@ func (s *series) firstErr() error {
 
 // section is a set of contenders measured at two loads in shuffled rounds.
 type section struct {
+	kind   string // "in-process" or "Kafka", for the log
 	title  string
 	broker string // Kafka sections: what the broker was
 	names  []string
@@ -183,13 +212,13 @@ func (s *section) get(name, level string) *series {
 
 // results is everything one invocation measured.
 type results struct {
-	m       machine
-	cmd     string
-	start   time.Time
-	elapsed time.Duration
-	inproc  *section
-	kafka   []*section
-	scale   map[int][]scaleResult
+	m        machine
+	cmd      string
+	start    time.Time
+	elapsed  time.Duration
+	inproc   *section
+	kafka    []*section
+	scale    map[int][]scaleResult
 	scaleCPU cpuUsage
 	scaleErr error
 }
@@ -217,28 +246,6 @@ func runAll(c config, cmd string) (*results, error) {
 	return res, nil
 }
 
-// task is one contender at one load, in one round.
-type task struct {
-	name, level string
-}
-
-// interleave runs every task once per round, in a new random order each
-// round, calling do for each.
-func interleave(rounds int, names, levels []string, do func(round int, t task)) {
-	var tasks []task
-	for _, n := range names {
-		for _, l := range levels {
-			tasks = append(tasks, task{n, l})
-		}
-	}
-	for r := range rounds {
-		rand.Shuffle(len(tasks), func(i, j int) { tasks[i], tasks[j] = tasks[j], tasks[i] })
-		for _, t := range tasks {
-			do(r, t)
-		}
-	}
-}
-
 // warm sends requests until n succeed in a row, or the limit passes.
 func warm(r requester, n int64, limit time.Duration) error {
 	deadline := time.Now().Add(limit)
@@ -254,53 +261,77 @@ func warm(r requester, n int64, limit time.Duration) error {
 	}
 }
 
+// measure runs a section: in each round, every contender in a new random
+// order is built afresh, warmed up, run at each load (in random order), and
+// closed, so that only the contender being measured is alive (no idle
+// clients of the others polling the same broker).
+func measure(c config, s *section, build func(name string) (*contender, error), loadFor func(ct *contender, level string) load) {
+	meter := startCPUMeter()
+	defer func() { s.cpu = meter.stop() }()
+	names := slices.Clone(s.names)
+	levels := slices.Clone(s.levels)
+	for round := range c.rounds {
+		rand.Shuffle(len(names), func(i, j int) { names[i], names[j] = names[j], names[i] })
+		for _, n := range names {
+			ct, err := build(n)
+			if err != nil {
+				s.err = fmt.Errorf("%s: %w", n, err)
+				return
+			}
+			s.desc[n] = ct.desc
+			nWarm := c.warmOps
+			if ct.maxSeq > 0 {
+				nWarm = 1
+			}
+			if err := warm(ct.r, nWarm, time.Minute); err != nil {
+				ct.close()
+				s.err = fmt.Errorf("%s: %w", n, err)
+				return
+			}
+			if ct.maxSeq == 0 {
+				drive(ct.r, load{callers: 64, dur: c.warmDur, sampleEvery: 8})
+			}
+			rand.Shuffle(len(levels), func(i, j int) { levels[i], levels[j] = levels[j], levels[i] })
+			for _, l := range levels {
+				r := drive(ct.r, loadFor(ct, l))
+				s.get(n, l).runs = append(s.get(n, l).runs, r)
+				logf("%s round %d %-16s %-6s %9.0f ns/op %8.0f req/s  p50 %-12v p99 %-12v errors %d", s.kind, round+1, n, l, r.nsPerOp(), r.perSec(), r.pct(.5), r.pct(.99), r.errs)
+			}
+			if err := ct.close(); err != nil {
+				logf("%s: close: %v", n, err)
+			}
+		}
+	}
+}
+
 func runInproc(c config) *section {
 	s := &section{
+		kind:   "in-process",
 		title:  "In-process",
-		names:  inprocNames,
+		names:  c.pick(inprocNames),
 		desc:   map[string]string{},
 		levels: []string{"seq", "par64"},
 		runs:   map[string]map[string]*series{},
 	}
-	meter := startCPUMeter()
-	defer func() { s.cpu = meter.stop() }()
-	cs := map[string]*contender{}
-	for _, n := range s.names {
-		ct, err := newInproc(n)
-		if err != nil {
-			s.err = fmt.Errorf("%s: %w", n, err)
-			return s
-		}
-		defer ct.close()
-		cs[n], s.desc[n] = ct, ct.desc
-		if err := warm(ct.r, 1000, 10*time.Second); err != nil {
-			s.err = fmt.Errorf("%s: %w", n, err)
-			return s
-		}
-		drive(ct.r, load{callers: 64, dur: 200 * time.Millisecond, sampleEvery: 8})
-	}
-	interleave(c.rounds, s.names, s.levels, func(round int, t task) {
+	measure(c, s, newInproc, func(_ *contender, level string) load {
 		l := load{callers: 1, dur: c.memDur, sampleEvery: 8}
-		if t.level == "par64" {
+		if level == "par64" {
 			l.callers = 64
 		}
-		r := drive(cs[t.name].r, l)
-		s.get(t.name, t.level).runs = append(s.get(t.name, t.level).runs, r)
-		logf("in-process round %d %-10s %-5s %9.0f ns/op  p50 %v  p99 %v  errors %d", round+1, t.name, t.level, r.nsPerOp(), r.pct(.5), r.pct(.99), r.errs)
+		return l
 	})
 	return s
 }
 
 func runKafka(c config, real bool) *section {
 	s := &section{
+		kind:   "Kafka",
 		title:  "Kafka",
-		names:  kafkaNames,
+		names:  c.pick(kafkaNames),
 		desc:   map[string]string{},
 		levels: []string{"seq", "pipe64"},
 		runs:   map[string]map[string]*series{},
 	}
-	meter := startCPUMeter()
-	defer func() { s.cpu = meter.stop() }()
 	saved := os.Getenv("KAFKA_BROKERS")
 	if !real {
 		os.Unsetenv("KAFKA_BROKERS")
@@ -313,38 +344,11 @@ func runKafka(c config, real bool) *section {
 	}
 	defer env.close()
 	s.broker = env.label
-	if err := env.prepare(s.names); err != nil {
-		s.err = err
-		return s
-	}
 	s.title = "Kafka on " + env.label
 	logf("Kafka section on %s", env.label)
-	cs := map[string]*contender{}
-	for _, n := range s.names {
-		ct, err := env.newKafka(n)
-		if err != nil {
-			s.err = fmt.Errorf("%s: %w", n, err)
-			return s
-		}
-		defer ct.close()
-		cs[n], s.desc[n] = ct, ct.desc
-		nWarm := int64(200)
-		if ct.maxSeq > 0 {
-			nWarm = 2
-		}
-		if err := warm(ct.r, nWarm, time.Minute); err != nil {
-			s.err = fmt.Errorf("%s: %w", n, err)
-			return s
-		}
-		if ct.maxSeq == 0 {
-			drive(ct.r, load{callers: 64, dur: 500 * time.Millisecond})
-		}
-		logf("Kafka contender %s ready", n)
-	}
-	interleave(c.rounds, s.names, s.levels, func(round int, t task) {
-		ct := cs[t.name]
+	measure(c, s, env.newKafka, func(ct *contender, level string) load {
 		l := load{callers: 1, dur: c.kafkaDur}
-		if t.level == "pipe64" {
+		if level == "pipe64" {
 			l.callers = 64
 		} else if ct.maxSeq > 0 {
 			l.dur, l.maxOps = 0, ct.maxSeq
@@ -352,9 +356,7 @@ func runKafka(c config, real bool) *section {
 				l.maxOps = min(3, ct.maxSeq)
 			}
 		}
-		r := drive(ct.r, l)
-		s.get(t.name, t.level).runs = append(s.get(t.name, t.level).runs, r)
-		logf("Kafka round %d %-16s %-6s %8.0f req/s  p50 %v  p99 %v  errors %d", round+1, t.name, t.level, r.perSec(), r.pct(.5), r.pct(.99), r.errs)
+		return l
 	})
 	return s
 }

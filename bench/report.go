@@ -14,11 +14,11 @@ func sortFloats(v []float64) { slices.Sort(v) }
 
 // Metric extractors.
 var (
-	mNsOp  = func(r run) float64 { return r.nsPerOp() }
-	mPerS  = func(r run) float64 { return r.perSec() }
-	mP50   = func(r run) float64 { return float64(r.pct(.5)) }
-	mP99   = func(r run) float64 { return float64(r.pct(.99)) }
-	mSeqNs = mNsOp
+	mNsOp = func(r run) float64 { return r.nsPerOp() }
+	mPerS = func(r run) float64 { return r.perSec() }
+	mP50  = func(r run) float64 { return float64(r.pct(.5)) }
+	mP99  = func(r run) float64 { return float64(r.pct(.99)) }
+	mCPU  = func(r run) float64 { return r.cpuPerOp() }
 )
 
 // fmtNum prints v with three significant digits, grouping thousands.
@@ -83,9 +83,9 @@ func pairRatio(a, b *series, f func(run) float64) ratio {
 // target is one goal and what was measured.
 type target struct {
 	area, what, goal string
-	r               ratio
-	ok              bool
-	note            string
+	r                ratio
+	ok               bool
+	note             string
 }
 
 func (t target) measured() string {
@@ -168,7 +168,7 @@ func (res *results) markdown(c config) string {
 	if c.short {
 		mode = "-short"
 	}
-	w("Mode: %s; %d shuffled rounds per contender and load; each in-process run %v, each Kafka run %v; medians over rounds, with min–max in small print.\n\n", mode, c.rounds, c.memDur, c.kafkaDur)
+	w("Mode: %s; %d rounds; each in-process run %v, each Kafka run %v; medians over rounds, with min–max in small print. In every round the contenders run in a new random order; each is built afresh (Kafka: on new topics, with a new echo responder), warmed up (%d requests, then %v with 64 callers), run at both loads in random order, and closed, so that only the contender being measured is alive.\n\n", mode, c.rounds, c.memDur, c.kafkaDur, c.warmOps, c.warmDur)
 
 	w("## Targets\n\n")
 	w("Ratios come from this run: the ratio of the medians, and the range of the per-round ratios (the two contenders' runs of the same round).\n\n")
@@ -206,19 +206,19 @@ func (res *results) markdown(c config) string {
 		if s.err != nil {
 			w("Not measured: %v\n\n", s.err)
 		} else {
-			w("| contender | 1 caller ns/op | p50 µs | p99 µs | 64 callers ns/op | req/s | p50 µs | p99 µs | errors |\n|---|---|---|---|---|---|---|---|---|\n")
+			w("| contender | 1 caller ns/op | p50 µs | p99 µs | 64 callers ns/op | req/s | p50 µs | p99 µs | CPU ns/req, 64 callers | errors |\n|---|---|---|---|---|---|---|---|---|---|\n")
 			for _, n := range s.names {
 				q, p := s.get(n, "seq"), s.get(n, "par64")
-				w("| %s | %s | %s | %s | %s | %s | %s | %s | %d |\n", n,
+				w("| %s | %s | %s | %s | %s | %s | %s | %s | %s | %d |\n", n,
 					cell(q.stat(mNsOp), 1), cell(q.stat(mP50), 1e3), cell(q.stat(mP99), 1e3),
 					cell(p.stat(mNsOp), 1), cell(p.stat(mPerS), 1), cell(p.stat(mP50), 1e3), cell(p.stat(mP99), 1e3),
-					q.errs()+p.errs())
+					cell(p.stat(mCPU), 1), q.errs()+p.errs())
 			}
 			w("\n")
 			for _, n := range s.names {
 				w("- **%s**: %s\n", n, s.desc[n])
 			}
-			w("\nns/op is wall time per completed request over the run (for 64 callers, the inverse of throughput). Latencies are sampled on one request in eight per caller, so that reading the clock costs every contender little. With 64 callers the mean latency is 64 × ns/op (Little's law); p50 and p99 are much lower because Go's scheduler lets a few callers wait for whole time slices: see p99.\n\n")
+			w("\nns/op is wall time per completed request over the run (for 64 callers, the inverse of throughput). Latencies are sampled on one request in eight per caller, so that reading the clock costs every contender little. With 64 callers the mean latency is 64 × ns/op (Little's law); p50 and p99 are much lower because Go's scheduler lets a few callers wait for whole time slices: see p99. CPU ns/req is the CPU time of the whole process (callers, responders, transport) per request: less sensitive than wall time to other processes on the machine.\n\n")
 			w("CPU during this section: this process %.2f cores, other processes %.2f cores on average (load average %s → %s).\n\n", s.cpu.selfCores, s.cpu.otherCores, s.cpu.loadAvgFrom, s.cpu.loadAvgTo)
 		}
 	}
@@ -230,27 +230,32 @@ func (res *results) markdown(c config) string {
 			continue
 		}
 		w("Every topic has %d partitions (replication factor 1); each contender has its own request and reply topics.\n\n", kafkaPartitions)
-		w("| contender | seq p50 µs | seq p99 µs | seq req/s | 64 in flight req/s | p50 µs | p99 µs | errors |\n|---|---|---|---|---|---|---|---|\n")
+		w("| contender | seq p50 µs | seq p99 µs | seq req/s | 64 in flight req/s | p50 µs | p99 µs | CPU µs/req, 64 in flight | errors |\n|---|---|---|---|---|---|---|---|---|\n")
 		for _, n := range s.names {
 			q, p := s.get(n, "seq"), s.get(n, "pipe64")
-			w("| %s | %s | %s | %s | %s | %s | %s | %d |\n", n,
+			w("| %s | %s | %s | %s | %s | %s | %s | %s | %d |\n", n,
 				cell(q.stat(mP50), 1e3), cell(q.stat(mP99), 1e3), cell(q.stat(mPerS), 1),
 				cell(p.stat(mPerS), 1), cell(p.stat(mP50), 1e3), cell(p.stat(mP99), 1e3),
-				q.errs()+p.errs())
+				cell(p.stat(mCPU), 1e3), q.errs()+p.errs())
 		}
 		w("\n")
 		for _, n := range s.names {
 			w("- **%s**: %s\n", n, s.desc[n])
 		}
-		w("\nThe common echo responder (every contender but syncbridge-e2e) is one franz-go client with `ProducerLinger(0)` that consumes the request topics and produces each value back to the topic in `kafka_replyTopic` with the `kafka_correlationId` header. Every latency is timed. kafka-go-default takes about a second per request (BatchTimeout 0 means 1 s), so its sequential runs are capped at a few requests.\n\n")
+		w("\nThe common echo responder (every contender but syncbridge-e2e) is a franz-go client with `ProducerLinger(0)` that consumes the request topic and produces each value back to the topic in `kafka_replyTopic` with the `kafka_correlationId` header. Every latency is timed. kafka-go-default takes about a second per request (BatchTimeout 0 means 1 s), so its sequential runs are capped at a few requests. CPU µs/req is the CPU time of the whole benchmark process per request — requester, the common echo responder and, on kfake, the broker — so it compares contenders fairly even on a busy machine.\n\n")
+		errLines := 0
 		for _, n := range s.names {
 			for _, l := range s.levels {
 				if e := s.get(n, l).firstErr(); e != nil {
 					w("- %s %s: first error: `%v`\n", n, l, e)
+					errLines++
 				}
 			}
 		}
-		w("CPU during this section: this process %.2f cores (broker included when in-process), other processes %.2f cores on average (load average %s → %s).\n\n", s.cpu.selfCores, s.cpu.otherCores, s.cpu.loadAvgFrom, s.cpu.loadAvgTo)
+		if errLines > 0 {
+			w("\n")
+		}
+		w("CPU during this section: this process %.2f cores (the broker included when it is kfake), other processes %.2f cores (a real broker included) on average (load average %s → %s).\n\n", s.cpu.selfCores, s.cpu.otherCores, s.cpu.loadAvgFrom, s.cpu.loadAvgTo)
 	}
 
 	if c.sections["scale"] {
@@ -280,7 +285,7 @@ func (res *results) markdown(c config) string {
 					col(func(r scaleResult) float64 { return float64(r.probe.pct(.99)) }, 1e3),
 					col(func(r scaleResult) float64 { return float64(r.drain) }, 1e3))
 			}
-			w("\n%d repetition(s). A holding responder (a consumer-group subscription on the memory transport) records each request's correlation ID in memory allocated beforehand and returns at once, so nothing piles up in the transport's queues; once it has seen all N — and `Bridge.InFlight()` and `Stats().Waiting` both say N, checked, not waited for — the heap (`runtime.MemStats.HeapAlloc` after two `runtime.GC()`) is compared with before the N requests started. First N `Bridge.Go` calls (no goroutine per request), then N goroutines blocked in `Bridge.Request` (heap, and goroutine stacks from `StackInuse`). While the N are held, %s sequential probe requests go through the same Bridge to an echo `syncbridge.Responder`: their p50/p99 show whether a large registry slows other requests. Then the holder releases all replies (8 goroutines publishing) and the time until every Call ended is divided by N.\n\n", len(res.scale[scaleLevels[0]]), group(fmt.Sprint(c.probeOps)))
+			w("\n%d repetition(s). A holding responder (a consumer-group subscription on the memory transport) records each request's correlation ID in memory allocated beforehand and returns at once, so nothing piles up in the transport's queues; once it has seen all N — and `Bridge.InFlight()` and `Stats().Waiting` both say N, checked, not waited for — the heap (`runtime.MemStats.HeapAlloc` after two `runtime.GC()`) is compared with before the N requests started. First N `Bridge.Go` calls (no goroutine per request), then N goroutines blocked in `Bridge.Request` (heap, and goroutine stacks from `StackInuse`). While the N are held, %s sequential probe requests go through the same Bridge to an echo `syncbridge.Responder`: their p50/p99 show whether a large registry slows other requests. Then the holder releases all replies (8 goroutines publishing) and the time until every Call ended is divided by N. At 10 in flight the heap and stack deltas are a few KB, within the runtime's own noise (a stack freed by the GC can even make the stack delta negative); the larger levels are the ones to read.\n\n", len(res.scale[scaleLevels[0]]), group(fmt.Sprint(c.probeOps)))
 			w("CPU during this section: this process %.2f cores, other processes %.2f cores on average (load average %s → %s).\n\n", res.scaleCPU.selfCores, res.scaleCPU.otherCores, res.scaleCPU.loadAvgFrom, res.scaleCPU.loadAvgTo)
 		}
 	}
@@ -377,7 +382,7 @@ func (res *results) svg() string {
 	const (
 		width   = 960
 		left    = 170
-		right   = 30
+		right   = 140
 		top     = 50
 		rowH    = 17
 		groupH  = 26
