@@ -94,13 +94,12 @@ func (t *Transport) subscribeBroadcast(ctx context.Context, topic string, parts 
 	return s, nil
 }
 
-// deliver hands recs to every subscription, record by record.
-func (r *sharedReader) deliver(ctx context.Context, c *cursor, recs []record) {
+// deliver hands recs to every subscription, record by record. It
+// delivers them all even when the fetch that read them is being cancelled
+// (another broker failed): the cursor moves past them.
+func (r *sharedReader) deliver(_ context.Context, c *cursor, recs []record) {
 	subs := *r.subs.Load()
 	for i := range recs {
-		if ctx.Err() != nil {
-			return
-		}
 		for _, s := range subs {
 			if recs[i].offset < s.start[c.partition] {
 				continue

@@ -44,9 +44,10 @@ func (c *brokerConn) roundTrip(ctx context.Context, req protocol.Message) (proto
 	if d, ok := ctx.Deadline(); ok && d.Before(deadline) {
 		deadline = d
 	}
-	_ = c.nc.SetDeadline(deadline)
-	// Cancellation without a deadline (Close) interrupts the round trip.
-	stop := context.AfterFunc(ctx, func() { _ = c.nc.SetDeadline(time.Unix(1, 0)) })
+	nc := c.nc
+	_ = nc.SetDeadline(deadline)
+	// Cancellation (Close, a generation's end) interrupts the round trip.
+	stop := context.AfterFunc(ctx, func() { _ = nc.SetDeadline(time.Unix(1, 0)) })
 	res, err := c.pc.RoundTrip(req)
 	if !stop() {
 		// The deadline was, or is being, pulled in: the connection is

@@ -237,12 +237,16 @@ func (s *groupSub) runGeneration(gctx context.Context, gen *kafka.Generation) {
 		}
 	}()
 
-	rd := &reader{t: t, topic: s.topic, drained: drained, deliver: func(ctx context.Context, cur *cursor, recs []record) {
+	// deliver never blocks: a partition whose worker queue is full is left
+	// out of fetches. It selects on the generation's context, not the
+	// fetch's: a fetch cancelled because another broker failed must still
+	// hand over what it read, since its cursor moves past it.
+	rd := &reader{t: t, topic: s.topic, drained: drained, deliver: func(_ context.Context, cur *cursor, recs []record) {
 		w := byCursor[cur]
 		batch := make([]record, len(recs))
 		copy(batch, recs)
 		select {
-		case w.batches <- batch: // never blocks: a full worker is paused
+		case w.batches <- batch:
 		case <-ctx.Done():
 		}
 	}}
