@@ -271,7 +271,9 @@ func MetadataMaxAge(d time.Duration) Option {
 // DefaultRebalanceTimeout (10 s): kafka-go's 30 s, 3 s and 30 s make
 // rebalances slow. The session timeout must lie within the broker's
 // group.min.session.timeout.ms (6 s by default) and
-// group.max.session.timeout.ms; heartbeat must be below session.
+// group.max.session.timeout.ms; heartbeat must be below session. A
+// handler call in progress when a rebalance starts must return within the
+// rebalance timeout, or the coordinator drops the member from the group.
 func GroupTimeouts(session, heartbeat, rebalance time.Duration) Option {
 	return optFunc(func(c *config) error {
 		c.sessionTimeout, c.heartbeat, c.rebalanceTimeout = session, heartbeat, rebalance

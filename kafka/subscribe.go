@@ -19,7 +19,8 @@ import (
 // so calls for one partition are sequential. After broker errors the
 // subscription backs off and resumes at the next offset it has not
 // delivered; if that offset no longer exists it skips to the nearest end of
-// the log.
+// the log. Its partitions are fixed when it starts: partitions added to the
+// topic later are not read (a new subscription reads them).
 //
 // With cfg.Group it is a member of that Kafka consumer group: each message
 // goes to one member. h is called from one goroutine per assigned
