@@ -16,7 +16,15 @@ type counter struct {
 	seen  map[string]int
 	by    map[string]int
 	total int
-	wait  []waiter
+	wait  []nameWaiter
+}
+
+// nameWaiter waits for n distinct values (name "") or n deliveries to one
+// member.
+type nameWaiter struct {
+	name string
+	n    int
+	ch   chan struct{}
 }
 
 func newCounter() *counter {
@@ -32,7 +40,7 @@ func (c *counter) handler(name string) syncbridge.Handler {
 		c.total++
 		kept := c.wait[:0]
 		for _, w := range c.wait {
-			if len(c.seen) >= w.n {
+			if c.reachedLocked(w.name, w.n) {
 				close(w.ch)
 			} else {
 				kept = append(kept, w)
@@ -42,15 +50,29 @@ func (c *counter) handler(name string) syncbridge.Handler {
 	}
 }
 
+func (c *counter) reachedLocked(name string, n int) bool {
+	if name == "" {
+		return len(c.seen) >= n
+	}
+	return c.by[name] >= n
+}
+
 // waitDistinct waits until n distinct values arrived.
 func (c *counter) waitDistinct(t testing.TB, n int, d time.Duration) {
 	t.Helper()
+	c.waitFor(t, "", n, d)
+}
+
+// waitFor waits until member name handled n messages, or, for name "", n
+// distinct values arrived.
+func (c *counter) waitFor(t testing.TB, name string, n int, d time.Duration) {
+	t.Helper()
 	c.mu.Lock()
 	ch := make(chan struct{})
-	if len(c.seen) >= n {
+	if c.reachedLocked(name, n) {
 		close(ch)
 	} else {
-		c.wait = append(c.wait, waiter{n, ch})
+		c.wait = append(c.wait, nameWaiter{name, n, ch})
 	}
 	c.mu.Unlock()
 	select {
@@ -58,7 +80,7 @@ func (c *counter) waitDistinct(t testing.TB, n int, d time.Duration) {
 	case <-time.After(d):
 		c.mu.Lock()
 		defer c.mu.Unlock()
-		t.Fatalf("got %d distinct values after %v, want %d", len(c.seen), d, n)
+		t.Fatalf("after %v: %d distinct values, member %q handled %d; wanted %d", d, len(c.seen), name, c.by[name], n)
 	}
 }
 
@@ -208,4 +230,68 @@ func TestGroupStartsAtEarliest(t *testing.T) {
 		}
 	}
 	c.waitDistinct(t, 20, 30*time.Second)
+}
+
+// Members join and leave while messages flow: rebalances commit what was
+// handled before giving partitions up, so nothing is lost or handled twice.
+func TestGroupRebalanceUnderLoad(t *testing.T) {
+	e := newEnv(t)
+	topic := e.topic(t, 4)
+	group := "churn-" + topic
+	ctx := testCtx(t, 120*time.Second)
+	c := newCounter()
+	pub := e.transport(t)
+
+	stop := make(chan struct{})
+	published := make(chan int, 1)
+	go func() {
+		n := 0
+		defer func() { published <- n }()
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			if err := pub.Publish(ctx, syncbridge.Message{Topic: topic, Key: []byte(strconv.Itoa(n)), Value: []byte(strconv.Itoa(n))}); err != nil {
+				t.Error(err)
+				return
+			}
+			n++
+		}
+	}()
+	join := func(name string) syncbridge.Subscription {
+		t.Helper()
+		sub, err := e.transport(t).Subscribe(ctx, syncbridge.SubscribeConfig{Topic: topic, Group: group}, c.handler(name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return sub
+	}
+	waitHandled := func(name string, n int) {
+		t.Helper()
+		c.waitFor(t, name, n, 60*time.Second)
+	}
+	a := join("a")
+	waitHandled("a", 50)
+	b := join("b")
+	waitHandled("b", 50)
+	start := time.Now()
+	if err := a.Close(); err != nil {
+		t.Fatal(err)
+	}
+	cnt := c.count("b")
+	waitHandled("b", cnt+200)
+	t.Logf("b took over a's partitions and handled 200 more within %v", time.Since(start))
+	d := join("d")
+	defer d.Close()
+	waitHandled("d", 50)
+	close(stop)
+	n := <-published
+	c.waitDistinct(t, n, 60*time.Second)
+	_ = b.Close()
+	if dup := c.duplicates(); dup != 0 {
+		t.Errorf("%d of %d messages handled twice", dup, n)
+	}
+	t.Logf("%d messages: a %d, b %d, d %d", n, c.count("a"), c.count("b"), c.count("d"))
 }
