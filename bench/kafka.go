@@ -15,6 +15,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/pkg/kmsg"
 
 	"github.com/syncbridge/syncbridge"
 	sbkafka "github.com/syncbridge/syncbridge/kafka"
@@ -43,6 +44,9 @@ type kafkaEnv struct {
 	adm     *kadm.Client
 	prefix  string        // topic name prefix, unique per process
 	seq     atomic.Uint64 // numbers contender instances
+
+	// On kfake, the produce and fetch requests the broker received.
+	produces, fetches atomic.Int64
 }
 
 // startKafka starts kfake (1 broker) or, when KAFKA_BROKERS is set, uses the
@@ -59,6 +63,16 @@ func startKafka() (*kafkaEnv, error) {
 		}
 		e.fake = c
 		e.brokers = c.ListenAddrs()
+		// Count requests; returning false lets kfake handle them as usual
+		// and keeps the control function installed.
+		c.ControlKey(kmsg.Produce.Int16(), func(kmsg.Request) (kmsg.Response, error, bool) {
+			e.produces.Add(1)
+			return nil, nil, false
+		})
+		c.ControlKey(kmsg.Fetch.Int16(), func(kmsg.Request) (kmsg.Response, error, bool) {
+			e.fetches.Add(1)
+			return nil, nil, false
+		})
 		e.label = "kfake (in-process, 1 broker)"
 	}
 	cl, err := kgo.NewClient(kgo.SeedBrokers(e.brokers...))
@@ -166,6 +180,9 @@ func (e *kafkaEnv) newKafka(name string) (*contender, error) {
 			echo.close()
 		}
 		return nil, err
+	}
+	if e.fake != nil {
+		c.brokerCounts = func() (int64, int64) { return e.produces.Load(), e.fetches.Load() }
 	}
 	if echo != nil {
 		closeReq := c.close

@@ -39,6 +39,9 @@ type contender struct {
 	maxSeq int64
 	r      requester
 	close  func() error
+	// brokerCounts, when set, returns how many produce and fetch requests
+	// the broker has received so far (kfake only).
+	brokerCounts func() (produce, fetch int64)
 }
 
 // run is the outcome of one load run.
@@ -49,6 +52,9 @@ type run struct {
 	cpu      time.Duration   // CPU time of the whole process during the run
 	lat      []time.Duration // sampled latencies, sorted
 	firstErr error
+	// produces and fetches are the broker's requests during the run, -1
+	// when not known.
+	produces, fetches int64
 }
 
 // nsPerOp is the wall time per completed request over the whole run: for

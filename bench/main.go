@@ -293,7 +293,7 @@ func measure(c config, s *section, build func(name string) (*contender, error), 
 			}
 			rand.Shuffle(len(levels), func(i, j int) { levels[i], levels[j] = levels[j], levels[i] })
 			for _, l := range levels {
-				r := drive(ct.r, loadFor(ct, l))
+				r := driveCounting(ct, loadFor(ct, l))
 				s.get(n, l).runs = append(s.get(n, l).runs, r)
 				logf("%s round %d %-16s %-6s %9.0f ns/op %8.0f req/s  p50 %-12v p99 %-12v errors %d", s.kind, round+1, n, l, r.nsPerOp(), r.perSec(), r.pct(.5), r.pct(.99), r.errs)
 			}
@@ -302,6 +302,20 @@ func measure(c config, s *section, build func(name string) (*contender, error), 
 			}
 		}
 	}
+}
+
+// driveCounting is drive, recording the broker requests made meanwhile.
+func driveCounting(ct *contender, l load) run {
+	if ct.brokerCounts == nil {
+		r := drive(ct.r, l)
+		r.produces, r.fetches = -1, -1
+		return r
+	}
+	p0, f0 := ct.brokerCounts()
+	r := drive(ct.r, l)
+	p1, f1 := ct.brokerCounts()
+	r.produces, r.fetches = p1-p0, f1-f0
+	return r
 }
 
 func runInproc(c config) *section {

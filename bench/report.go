@@ -12,13 +12,22 @@ import (
 
 func sortFloats(v []float64) { slices.Sort(v) }
 
+func perOp(n, ops int64) float64 {
+	if n < 0 || ops == 0 {
+		return math.NaN()
+	}
+	return float64(n) / float64(ops)
+}
+
 // Metric extractors.
 var (
-	mNsOp = func(r run) float64 { return r.nsPerOp() }
-	mPerS = func(r run) float64 { return r.perSec() }
-	mP50  = func(r run) float64 { return float64(r.pct(.5)) }
-	mP99  = func(r run) float64 { return float64(r.pct(.99)) }
-	mCPU  = func(r run) float64 { return r.cpuPerOp() }
+	mNsOp  = func(r run) float64 { return r.nsPerOp() }
+	mPerS  = func(r run) float64 { return r.perSec() }
+	mP50   = func(r run) float64 { return float64(r.pct(.5)) }
+	mP99   = func(r run) float64 { return float64(r.pct(.99)) }
+	mCPU   = func(r run) float64 { return r.cpuPerOp() }
+	mProd  = func(r run) float64 { return perOp(r.produces, r.ops) }
+	mFetch = func(r run) float64 { return perOp(r.fetches, r.ops) }
 )
 
 // fmtNum prints v with three significant digits, grouping thousands.
@@ -230,19 +239,30 @@ func (res *results) markdown(c config) string {
 			continue
 		}
 		w("Every topic has %d partitions (replication factor 1); each contender has its own request and reply topics.\n\n", kafkaPartitions)
-		w("| contender | seq p50 µs | seq p99 µs | seq req/s | 64 in flight req/s | p50 µs | p99 µs | CPU µs/req, 64 in flight | errors |\n|---|---|---|---|---|---|---|---|---|\n")
+		counted := s.broker != "" && strings.HasPrefix(s.broker, "kfake")
+		hdr := "| contender | seq p50 µs | seq p99 µs | seq req/s | 64 in flight req/s | p50 µs | p99 µs | CPU µs/req, 64 in flight |"
+		sep := "|---|---|---|---|---|---|---|---|"
+		if counted {
+			hdr += " produce + fetch requests per round trip, 64 in flight |"
+			sep += "---|"
+		}
+		w("%s errors |\n%s---|\n", hdr, sep)
 		for _, n := range s.names {
 			q, p := s.get(n, "seq"), s.get(n, "pipe64")
-			w("| %s | %s | %s | %s | %s | %s | %s | %s | %d |\n", n,
+			w("| %s | %s | %s | %s | %s | %s | %s | %s |", n,
 				cell(q.stat(mP50), 1e3), cell(q.stat(mP99), 1e3), cell(q.stat(mPerS), 1),
 				cell(p.stat(mPerS), 1), cell(p.stat(mP50), 1e3), cell(p.stat(mP99), 1e3),
-				cell(p.stat(mCPU), 1e3), q.errs()+p.errs())
+				cell(p.stat(mCPU), 1e3))
+			if counted {
+				w(" %s + %s |", fmtNum(p.stat(mProd).med), fmtNum(p.stat(mFetch).med))
+			}
+			w(" %d |\n", q.errs()+p.errs())
 		}
 		w("\n")
 		for _, n := range s.names {
 			w("- **%s**: %s\n", n, s.desc[n])
 		}
-		w("\nThe common echo responder (every contender but syncbridge-e2e) is a franz-go client with `ProducerLinger(0)` that consumes the request topic and produces each value back to the topic in `kafka_replyTopic` with the `kafka_correlationId` header. Every latency is timed. kafka-go-default takes about a second per request (BatchTimeout 0 means 1 s), so its sequential runs are capped at a few requests. CPU µs/req is the CPU time of the whole benchmark process per request — requester, the common echo responder and, on kfake, the broker — so it compares contenders fairly even on a busy machine.\n\n")
+		w("\nThe common echo responder (every contender but syncbridge-e2e) is a franz-go client with `ProducerLinger(0)` that consumes the request topic and produces each value back to the topic in `kafka_replyTopic` with the `kafka_correlationId` header. Every latency is timed. kafka-go-default takes about a second per request (BatchTimeout 0 means 1 s), so its sequential runs are capped at a few requests. CPU µs/req is the CPU time of the whole benchmark process per request — requester, the common echo responder and, on kfake, the broker — so it compares contenders fairly even on a busy machine. On kfake the broker counts the produce and fetch requests it receives during each run (requester and echo responder together): fewer requests per round trip means fatter batches.\n\n")
 		errLines := 0
 		for _, n := range s.names {
 			for _, l := range s.levels {
