@@ -49,8 +49,8 @@ type run struct {
 	ops      int64
 	errs     int64
 	elapsed  time.Duration
-	cpu      time.Duration   // CPU time of the whole process during the run
-	lat      []time.Duration // sampled latencies, sorted
+	cpu      time.Duration // CPU time of the whole process during the run
+	p50, p99 time.Duration // of the sampled latencies
 	firstErr error
 	// produces and fetches are the broker's requests during the run, -1
 	// when not known.
@@ -83,8 +83,14 @@ func (r run) perSec() float64 {
 	return float64(r.ops) / r.elapsed.Seconds()
 }
 
-// pct returns the q-quantile (0..1) of the sampled latencies, nearest rank.
-func (r run) pct(q float64) time.Duration { return quantile(r.lat, q) }
+// pct returns the median (q = .5) or the 99th percentile (q = .99) of the
+// sampled latencies.
+func (r run) pct(q float64) time.Duration {
+	if q == .5 {
+		return r.p50
+	}
+	return r.p99
+}
 
 func quantile(sorted []time.Duration, q float64) time.Duration {
 	if len(sorted) == 0 {
@@ -190,11 +196,13 @@ func drive(r requester, l load) run {
 		timer.Stop()
 	}
 	res := run{elapsed: elapsed, cpu: cpu, firstErr: first}
+	var all []time.Duration
 	for c := range l.callers {
-		res.lat = append(res.lat, lats[c]...)
+		all = append(all, lats[c]...)
 		res.ops += ops[c]
 		res.errs += errs[c]
 	}
-	slices.Sort(res.lat)
+	slices.Sort(all)
+	res.p50, res.p99 = quantile(all, .5), quantile(all, .99)
 	return res
 }

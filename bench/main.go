@@ -55,6 +55,8 @@ func main() {
 	filter := flag.String("contenders", "", "run only the contenders whose names match this regular expression")
 	flag.StringVar(&c.out, "out", "", "write the Markdown report to this file (it is always printed)")
 	flag.StringVar(&c.svg, "svg", "", "write the latency chart to this SVG file (linked from -out relative to it)")
+	save := flag.String("save", "", "also save the results as JSON to this file")
+	render := flag.String("render", "", "run nothing: render the report from results saved with -save")
 	flag.Parse()
 	if *filter != "" {
 		re, err := regexp.Compile(*filter)
@@ -93,10 +95,24 @@ func main() {
 		cmd += "KAFKA_BROKERS=" + kb + " "
 	}
 	cmd += "go run ." + argString(os.Args[1:])
-	res, err := runAll(c, cmd)
+	var (
+		res *results
+		err error
+	)
+	if *render != "" {
+		res, err = loadResults(*render, &c)
+	} else {
+		res, err = runAll(c, cmd)
+	}
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "bench:", err)
 		os.Exit(1)
+	}
+	if *save != "" {
+		if err := res.save(*save, c); err != nil {
+			fmt.Fprintln(os.Stderr, "bench:", err)
+			os.Exit(1)
+		}
 	}
 	md := res.markdown(c)
 	fmt.Print(md)

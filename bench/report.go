@@ -332,7 +332,7 @@ func (res *results) markdown(c config) string {
 	w("```\ngo run . -short                                   # under two minutes\ngo run . -out ../BENCHMARKS.md -svg latency.svg   # full run, writes this file\n")
 	w("../scripts/kafka start; KAFKA_BROKERS=127.0.0.1:9092 go run . -out ../BENCHMARKS.md -svg latency.svg; ../scripts/kafka stop\n")
 	w("go test -run '^$' -bench . -count 6 | tee new.txt; go tool benchstat new.txt\n```\n\n")
-	w("With `KAFKA_BROKERS` set the Kafka section runs on that broker (with unique topics, deleted afterwards) and then on kfake again (`-kfake=false` skips that). `-only memory,kafka,scale` picks sections; `-rounds`, `-memdur`, `-kafkadur` change the lengths.\n")
+	w("With `KAFKA_BROKERS` set the Kafka section runs on that broker (with unique topics, deleted afterwards) and then on kfake again (`-kfake=false` skips that). `-only memory,kafka,scale` picks sections, `-contenders REGEXP` contenders; `-rounds`, `-memdur`, `-kafkadur` change the lengths. `-save results.json` keeps the numbers and `-render results.json` regenerates this file from them without measuring (this file's numbers are in [`bench/results.json`](bench/results.json)); the notes come from `bench/NOTES.md`.\n")
 	return b.String()
 }
 
