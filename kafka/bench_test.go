@@ -206,19 +206,25 @@ func cpuTime() time.Duration {
 	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
+// benchKind is a requester and an echo to benchmark together.
+type benchKind struct {
+	name string
+	req  func(testing.TB, *env, string, string) requester
+	echo func(testing.TB, *env, string, string) func()
+}
+
+func sbReq(tb testing.TB, e *env, q, r string) requester  { return newSBRequester(tb, e, q, r) }
+func kgoReq(tb testing.TB, e *env, q, r string) requester { return newKgoRequester(tb, e, q, r) }
+
+// moreBenchKinds are added by other files.
+var moreBenchKinds []benchKind
+
 func BenchmarkTransportRoundTrip(b *testing.B) {
-	type kind struct {
-		name string
-		req  func(testing.TB, *env, string, string) requester
-		echo func(testing.TB, *env, string, string) func()
-	}
-	sbReq := func(tb testing.TB, e *env, q, r string) requester { return newSBRequester(tb, e, q, r) }
-	kgoReq := func(tb testing.TB, e *env, q, r string) requester { return newKgoRequester(tb, e, q, r) }
-	for _, k := range []kind{
+	for _, k := range append([]benchKind{
 		{"syncbridge/echo=syncbridge", sbReq, startSBEcho},
 		{"syncbridge/echo=kgo", sbReq, startKgoEcho},
 		{"kgo/echo=kgo", kgoReq, startKgoEcho},
-	} {
+	}, moreBenchKinds...) {
 		b.Run(k.name, func(b *testing.B) {
 			e := newEnv(b)
 			requests, replies := e.topic(b, 4), e.topic(b, 4)

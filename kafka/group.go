@@ -24,14 +24,15 @@ const workerQueue = 4
 // membership and assignments, this package's reader for fetching, one
 // goroutine per assigned partition for the handler, and a committer.
 type groupSub struct {
-	t      *Transport
-	topic  string
-	h      syncbridge.Handler
-	cg     *kafka.ConsumerGroup
-	ctx    context.Context // ends on Close; the handler's context
-	cancel context.CancelFunc
-	done   chan struct{} // closed when every goroutine has ended
-	once   sync.Once
+	t          *Transport
+	topic      string
+	h          syncbridge.Handler
+	concurrent bool // cfg.Concurrent: handler calls may overlap
+	cg         *kafka.ConsumerGroup
+	ctx        context.Context // ends on Close; the handler's context
+	cancel     context.CancelFunc
+	done       chan struct{} // closed when every goroutine has ended
+	once       sync.Once
 }
 
 func (t *Transport) subscribeGroup(cfg syncbridge.SubscribeConfig, h syncbridge.Handler) (syncbridge.Subscription, error) {
@@ -53,7 +54,7 @@ func (t *Transport) subscribeGroup(cfg syncbridge.SubscribeConfig, h syncbridge.
 	if err != nil {
 		return nil, errors.Join(errors.New("syncbridge/kafka: consumer group"), err)
 	}
-	s := &groupSub{t: t, topic: cfg.Topic, h: h, cg: cg, done: make(chan struct{})}
+	s := &groupSub{t: t, topic: cfg.Topic, h: h, concurrent: concurrentOf(cfg), cg: cg, done: make(chan struct{})}
 	s.ctx, s.cancel = context.WithCancel(t.ctx)
 	if err := t.addSub(s); err != nil {
 		s.cancel()
@@ -97,12 +98,54 @@ func (s *groupSub) run() {
 	}
 }
 
+// concurrentPerPartition bounds the handler calls in progress for one
+// partition of a Concurrent group subscription.
+const concurrentPerPartition = 256
+
 // partWorker runs the handler for one assigned partition.
 type partWorker struct {
 	cur       *cursor
 	batches   chan []record // fetched records waiting for the handler
-	processed atomic.Int64  // offset after the last handled record; -1: none
+	processed atomic.Int64  // offset up to which every record was handled; -1: none
 	committed int64         // last offset committed; the committer's
+
+	mu       sync.Mutex // protects inFlight (Concurrent subscriptions)
+	inFlight []flight   // dispatched records, in offset order
+}
+
+// flight is a record whose handler call was started.
+type flight struct {
+	offset int64
+	done   bool
+}
+
+func (w *partWorker) dispatched(offset int64) {
+	w.mu.Lock()
+	w.inFlight = append(w.inFlight, flight{offset: offset})
+	w.mu.Unlock()
+}
+
+// finished marks the handler call for offset done and reports whether the
+// processed offset moved: only a prefix of done calls can be committed.
+func (w *partWorker) finished(offset int64) bool {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	for i := range w.inFlight {
+		if w.inFlight[i].offset == offset {
+			w.inFlight[i].done = true
+			break
+		}
+	}
+	n := 0
+	for n < len(w.inFlight) && w.inFlight[n].done {
+		n++
+	}
+	if n == 0 {
+		return false
+	}
+	w.processed.Store(w.inFlight[n-1].offset + 1)
+	w.inFlight = append(w.inFlight[:0], w.inFlight[n:]...)
+	return true
 }
 
 // runGeneration consumes the partitions of one generation until it ends.
@@ -168,11 +211,18 @@ func (s *groupSub) runGeneration(gctx context.Context, gen *kafka.Generation) {
 		byCursor[w.cur] = w
 	}
 
-	// Handlers: one goroutine per partition. They stop after the message
-	// in progress when the generation ends; what they did not handle is
-	// re-delivered to the partition's next owner.
+	// Handlers: one goroutine per partition, calling the handler in offset
+	// order; or, for a Concurrent subscription, up to concurrentPerPartition
+	// handler calls at once per partition, committing the offsets below the
+	// oldest call in progress. They stop dispatching when the generation
+	// ends; what they did not handle is re-delivered to the partition's next
+	// owner.
 	var hwg sync.WaitGroup
 	for _, w := range workers {
+		var slots chan struct{}
+		if s.concurrent {
+			slots = make(chan struct{}, concurrentPerPartition)
+		}
 		hwg.Go(func() {
 			for {
 				select {
@@ -184,9 +234,25 @@ func (s *groupSub) runGeneration(gctx context.Context, gen *kafka.Generation) {
 						if ctx.Err() != nil {
 							return
 						}
-						s.h(s.ctx, r.msg)
-						w.processed.Store(r.offset + 1)
-						signal(dirty)
+						if slots == nil {
+							s.h(s.ctx, r.msg)
+							w.processed.Store(r.offset + 1)
+							signal(dirty)
+							continue
+						}
+						select {
+						case slots <- struct{}{}:
+						case <-ctx.Done():
+							return
+						}
+						w.dispatched(r.offset)
+						hwg.Go(func() {
+							s.h(s.ctx, r.msg)
+							<-slots
+							if w.finished(r.offset) {
+								signal(dirty)
+							}
+						})
 					}
 				}
 			}

@@ -24,7 +24,11 @@ import (
 //
 // With cfg.Group it is a member of that Kafka consumer group: each message
 // goes to one member. h is called from one goroutine per assigned
-// partition. An offset is committed only after h returned for its message,
+// partition, in offset order; with cfg.Concurrent, up to 256 calls per
+// partition may run at once (a handler that publishes a reply and waits for
+// its acknowledgement then no longer caps a partition at one reply per
+// produce round trip). An offset is committed only after h returned for
+// its message (and, with cfg.Concurrent, for every message before it),
 // and the processed offsets are committed before the partitions are given
 // up in a rebalance or on Close: delivery is at least once (a crash
 // re-delivers what was not committed). A group that never committed starts
