@@ -124,6 +124,15 @@ func (c *collector) handle(_ context.Context, m syncbridge.Message) {
 // waitFor waits until at least n messages arrived, or fails the test.
 func (c *collector) waitFor(t testing.TB, n int, d time.Duration) []syncbridge.Message {
 	t.Helper()
+	if err := c.await(n, d); err != nil {
+		t.Fatal(err)
+	}
+	return c.snapshot()
+}
+
+// await waits until at least n messages arrived; it may be called from any
+// goroutine.
+func (c *collector) await(n int, d time.Duration) error {
 	c.mu.Lock()
 	ch := make(chan struct{})
 	if len(c.msgs) >= n {
@@ -134,10 +143,10 @@ func (c *collector) waitFor(t testing.TB, n int, d time.Duration) []syncbridge.M
 	c.mu.Unlock()
 	select {
 	case <-ch:
+		return nil
 	case <-time.After(d):
-		t.Fatalf("got %d messages after %v, want %d", c.len(), d, n)
+		return fmt.Errorf("got %d messages after %v, want %d", c.len(), d, n)
 	}
-	return c.snapshot()
 }
 
 func (c *collector) len() int {

@@ -502,3 +502,57 @@ func TestSASL(t *testing.T) {
 }
 
 func newEnvIsReal() bool { return os.Getenv("KAFKA_BROKERS") != "" }
+
+// Broadcast subscriptions come and go on one Transport while messages
+// flow: each one that subscribed receives what was published after it
+// subscribed, and closing one does not disturb the others.
+func TestBroadcastChurn(t *testing.T) {
+	e := newEnv(t)
+	topic := e.topic(t, 4)
+	tr := e.transport(t)
+	ctx := testCtx(t, 60*time.Second)
+	stop := make(chan struct{})
+	var pubs sync.WaitGroup
+	pubs.Go(func() {
+		for i := 0; ; i++ {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			if err := tr.Publish(ctx, syncbridge.Message{Topic: topic, Value: []byte(strconv.Itoa(i))}); err != nil {
+				t.Error(err)
+				return
+			}
+		}
+	})
+	var subs sync.WaitGroup
+	for range 12 {
+		subs.Go(func() {
+			for range 5 {
+				var c collector
+				sub, err := tr.Subscribe(ctx, syncbridge.SubscribeConfig{Topic: topic}, c.handle)
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				if err := c.await(3, 20*time.Second); err != nil {
+					t.Error(err)
+				}
+				if err := sub.Close(); err != nil {
+					t.Error(err)
+				}
+				n := c.len()
+				if err := sub.Close(); err != nil {
+					t.Error(err)
+				}
+				if c.len() != n {
+					t.Error("delivery after Close returned")
+				}
+			}
+		})
+	}
+	subs.Wait()
+	close(stop)
+	pubs.Wait()
+}
