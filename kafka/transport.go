@@ -45,7 +45,10 @@ var errClosed = fmt.Errorf("syncbridge/kafka: %w", syncbridge.ErrClosed)
 // linger, and batches as fat as the load makes them. Broadcast
 // subscriptions read all their partitions with one fetch request per
 // broker and round; group subscriptions join a Kafka consumer group and
-// commit an offset once the handler has returned for it.
+// commit an offset once the handler has returned for it. Produce and fetch
+// loops own their broker connections; metadata, offset lookups and topic
+// creation go through a kafka-go Transport, group membership through a
+// kafka-go ConsumerGroup.
 type Transport struct {
 	cfg       config
 	bootstrap []string
@@ -56,7 +59,7 @@ type Transport struct {
 
 	ctx    context.Context // ends on Close
 	cancel context.CancelFunc
-	wg     sync.WaitGroup // produce loops and subscriptions
+	wg     sync.WaitGroup // produce loops, shared readers, group subscriptions
 
 	mu        sync.Mutex // protects closed, producers, subs, shared
 	closed    bool
