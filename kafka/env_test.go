@@ -12,7 +12,7 @@ import (
 	"testing"
 	"time"
 
-	kgo "github.com/segmentio/kafka-go"
+	kafkago "github.com/segmentio/kafka-go"
 	"github.com/twmb/franz-go/pkg/kfake"
 	"go.uber.org/goleak"
 
@@ -59,12 +59,12 @@ func (e *env) topic(t testing.TB, partitions int) string {
 	if len(name) > 200 {
 		name = name[len(name)-200:]
 	}
-	tr := &kgo.Transport{}
+	tr := &kafkago.Transport{}
 	defer tr.CloseIdleConnections()
-	client := &kgo.Client{Addr: kgo.TCP(e.brokers...), Transport: tr, Timeout: 30 * time.Second}
+	client := &kafkago.Client{Addr: kafkago.TCP(e.brokers...), Transport: tr, Timeout: 30 * time.Second}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	res, err := client.CreateTopics(ctx, &kgo.CreateTopicsRequest{Topics: []kgo.TopicConfig{{
+	res, err := client.CreateTopics(ctx, &kafkago.CreateTopicsRequest{Topics: []kafkago.TopicConfig{{
 		Topic: name, NumPartitions: partitions, ReplicationFactor: 1,
 	}}})
 	if err != nil {

@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	kafkago "github.com/segmentio/kafka-go"
 	"github.com/twmb/franz-go/pkg/kfake"
 	"go.uber.org/goleak"
 
@@ -36,6 +37,7 @@ func TestNewRejectsBadConfig(t *testing.T) {
 		{"bad backoff", []string{"localhost:9092"}, []kafka.Option{kafka.RetryBackoff(time.Second, time.Millisecond)}},
 		{"bad scram", []string{"localhost:9092"}, []kafka.Option{kafka.SASLScram(7, "u", "p")}},
 		{"nil sasl", []string{"localhost:9092"}, []kafka.Option{kafka.SASL(nil)}},
+		{"unknown compression", []string{"localhost:9092"}, []kafka.Option{kafka.Compression(9)}},
 		{"request timeout below fetch wait", []string{"localhost:9092"}, []kafka.Option{kafka.FetchMaxWait(5 * time.Second), kafka.RequestTimeout(2 * time.Second)}},
 	}
 	for _, tt := range tests {
@@ -555,4 +557,40 @@ func TestBroadcastChurn(t *testing.T) {
 	subs.Wait()
 	close(stop)
 	pubs.Wait()
+}
+
+func TestCompression(t *testing.T) {
+	for _, c := range []kafkago.Compression{kafkago.Gzip, kafkago.Snappy, kafkago.Lz4, kafkago.Zstd} {
+		t.Run(c.String(), func(t *testing.T) {
+			e := newEnv(t)
+			topic := e.topic(t, 2)
+			tr := e.transport(t, kafka.Compression(c))
+			ctx := testCtx(t, 30*time.Second)
+			var col collector
+			sub, err := tr.Subscribe(ctx, syncbridge.SubscribeConfig{Topic: topic}, col.handle)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer sub.Close()
+			value := bytes.Repeat([]byte("compressible "), 100)
+			var wg sync.WaitGroup
+			for i := range 50 {
+				wg.Go(func() {
+					m := syncbridge.Message{Topic: topic, Key: []byte(strconv.Itoa(i)), Value: value, Headers: []syncbridge.Header{{Key: "i", Value: []byte(strconv.Itoa(i))}}}
+					if err := tr.Publish(ctx, m); err != nil {
+						t.Error(err)
+					}
+				})
+			}
+			wg.Wait()
+			for _, m := range col.waitFor(t, 50, 10*time.Second) {
+				if !bytes.Equal(m.Value, value) {
+					t.Fatalf("value %.20q..., want %.20q...", m.Value, value)
+				}
+				if v, _ := m.Header("i"); string(v) != string(m.Key) {
+					t.Errorf("header i = %q, key %q", v, m.Key)
+				}
+			}
+		})
+	}
 }

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"time"
 
+	kafka "github.com/segmentio/kafka-go"
 	"github.com/segmentio/kafka-go/sasl"
 	"github.com/segmentio/kafka-go/sasl/plain"
 	"github.com/segmentio/kafka-go/sasl/scram"
@@ -74,6 +75,7 @@ type config struct {
 	retryBackoff      time.Duration
 	maxRetryBackoff   time.Duration
 	commitInterval    time.Duration
+	compression       kafka.Compression
 }
 
 func defaultConfig() config {
@@ -117,6 +119,8 @@ func (c *config) validate() error {
 		return fmt.Errorf("MetadataMaxAge: %v is below 100ms", c.metadataMaxAge)
 	case c.heartbeat <= 0 || c.sessionTimeout <= 0 || c.rebalanceTimeout <= 0:
 		return errors.New("GroupTimeouts: every duration must be positive")
+	case c.compression < 0 || c.compression > kafka.Zstd:
+		return fmt.Errorf("Compression: unknown codec %d", c.compression)
 	case c.commitInterval < 0:
 		return fmt.Errorf("CommitInterval: %v is negative", c.commitInterval)
 	case c.heartbeat >= c.sessionTimeout:
@@ -306,4 +310,13 @@ func RetryBackoff(first, max time.Duration) Option {
 // per round trip. Default DefaultCommitInterval (100 ms).
 func CommitInterval(d time.Duration) Option {
 	return optFunc(func(c *config) error { c.commitInterval = d; return nil })
+}
+
+// Compression compresses the record batches Publish sends with kafka-go's
+// codec c: kafka.Gzip, kafka.Snappy, kafka.Lz4 or kafka.Zstd (from
+// github.com/segmentio/kafka-go). Subscriptions read compressed batches
+// whatever this says. Default: no compression, which suits small requests
+// and replies best.
+func Compression(c kafka.Compression) Option {
+	return optFunc(func(cfg *config) error { cfg.compression = c; return nil })
 }

@@ -298,7 +298,11 @@ func (p *producer) send(batch []*pending) {
 			}
 			rt.Partitions[j] = produce.RequestPartition{
 				Partition: pb.partition,
-				RecordSet: protocol.RecordSet{Version: 2, Records: protocol.NewRecordReader(records[start:ri]...)},
+				RecordSet: protocol.RecordSet{
+					Version:    2,
+					Attributes: protocol.Attributes(p.t.cfg.compression),
+					Records:    protocol.NewRecordReader(records[start:ri]...),
+				},
 			}
 		}
 	}
