@@ -5,10 +5,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net"
 	"os"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -592,5 +594,38 @@ func TestCompression(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// syncBuffer is a bytes.Buffer safe for concurrent use.
+type syncBuffer struct {
+	mu sync.Mutex // protects b
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+func TestLogger(t *testing.T) {
+	e := newEnv(t)
+	var buf syncBuffer
+	log := slog.New(slog.NewTextHandler(&buf, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	tr := e.transport(t, kafka.Logger(log), kafka.CreateTopics(1, 1))
+	ctx := testCtx(t, 10*time.Second)
+	topic := fmt.Sprintf("sb.logged.%d", time.Now().UnixNano())
+	if err := tr.Publish(ctx, syncbridge.Message{Topic: topic, Value: []byte("x")}); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(buf.String(), "created topic") {
+		t.Errorf("log lacks the topic creation:\n%s", buf.String())
 	}
 }
