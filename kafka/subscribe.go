@@ -16,7 +16,10 @@ import (
 // starting at the end offsets it resolves before Subscribe returns, so every
 // message published after Subscribe returned is delivered. h is called from
 // one goroutine per partition leader (one in all on a one-broker cluster),
-// so calls for one partition are sequential. After broker errors the
+// so calls for one partition are sequential. Broadcast subscriptions of one
+// Transport to the same partitions of a topic share that goroutine and its
+// fetches: each record goes to each of them in turn, so a slow handler
+// delays the others. After broker errors the
 // subscription backs off and resumes at the next offset it has not
 // delivered; if that offset no longer exists it skips to the nearest end of
 // the log. Its partitions are fixed when it starts: partitions added to the
