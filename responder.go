@@ -35,6 +35,8 @@ type Responder struct {
 	h     ReplyHandler
 	sub   Subscription
 
+	replyTo atomic.Pointer[string] // the last reply topic seen, to reuse its string
+
 	handled    atomic.Uint64
 	failed     atomic.Uint64
 	panicked   atomic.Uint64
@@ -79,12 +81,22 @@ func NewResponder(t Transport, topic string, h ReplyHandler, opts ...ResponderOp
 	return r, nil
 }
 
+// inbound holds what the Responder needs for one request, in one
+// allocation: the request, its handler's context, and room for the reply's
+// headers.
+type inbound struct {
+	req  Message
+	ctx  deadlineCtx
+	hdrs [4]Header
+}
+
 // serve handles one request: the transport's Handler. It returns once the
 // reply is published (or could not be), so that an at-least-once transport
 // commits the request only after its reply is out.
 func (r *Responder) serve(_ context.Context, msg Message) {
-	req := &msg
-	ri, err := parseRequest(req, &r.cfg.headers)
+	in := &inbound{req: msg}
+	req := &in.req
+	ri, err := parseRequest(req, &r.cfg.headers, &r.replyTo)
 	if err != nil {
 		r.skip(SkipMalformed, req, err)
 		return
@@ -98,14 +110,14 @@ func (r *Responder) serve(_ context.Context, msg Message) {
 	}
 	// The handler's context is not cancelled by Close: Close waits for
 	// handlers in progress, which end by the caller's deadline.
-	ctx, cancel := context.WithDeadline(context.Background(), deadline)
-	defer cancel()
+	in.ctx.deadline = deadline
+	ctx := &in.ctx
+	defer ctx.release()
 	reply, err := r.call(ctx, req)
 	r.handled.Add(1)
 	out := Message{Topic: ri.replyTo, Key: reply.Key, Value: reply.Value, Partition: ri.partition, UsePartition: ri.hasPartition}
 	h := &r.cfg.headers
-	out.Headers = make([]Header, 0, len(reply.Headers)+3)
-	out.Headers = append(out.Headers, reply.Headers...)
+	out.Headers = append(in.hdrs[:0], reply.Headers...)
 	out.Headers = append(out.Headers, Header{Key: h.CorrelationID, Value: ri.id})
 	if err != nil {
 		r.failed.Add(1)

@@ -2,6 +2,7 @@ package syncbridge
 
 import (
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"sync"
@@ -71,6 +72,11 @@ type SubscribeConfig struct {
 	// Partitions, for a broadcast subscription, limits it to these
 	// partitions. Nil means every partition. Ignored with Group.
 	Partitions []int32
+	// Concurrent says that the handler is safe for concurrent use and needs
+	// no ordering: the transport may call it from several goroutines at
+	// once, for example from Publish itself, saving a hand-off between
+	// goroutines. The Bridge sets it for its reply subscription.
+	Concurrent bool
 }
 
 // Transport moves messages. Implementations must be safe for concurrent use.
@@ -180,6 +186,10 @@ type Bridge struct {
 	idleOnce  sync.Once
 	idle      chan struct{} // closed when stopping and nothing is in flight
 	stats     counters
+	// waiters recycles the waiters of Request. It belongs to the Bridge,
+	// not the package, so that a Bridge's channels stay in the
+	// testing/synctest bubble that made it.
+	waiters sync.Pool
 }
 
 // New returns a Bridge that publishes over t. It subscribes to its reply
@@ -222,9 +232,10 @@ func New(t Transport, opts ...Option) (*Bridge, error) {
 		replyTo: []byte(cfg.replyTopic),
 		idle:    make(chan struct{}),
 	}
+	b.waiters.New = func() any { return &waiter{ch: make(chan result, 1)} }
 	ctx, cancel := context.WithTimeout(context.Background(), cfg.defaultTimeout)
 	defer cancel()
-	sub, err := t.Subscribe(ctx, SubscribeConfig{Topic: cfg.replyTopic, Partitions: cfg.replyParts}, b.onReply)
+	sub, err := t.Subscribe(ctx, SubscribeConfig{Topic: cfg.replyTopic, Partitions: cfg.replyParts, Concurrent: true}, b.onReply)
 	if err != nil {
 		return nil, fmt.Errorf("syncbridge: subscribe to reply topic %q: %w", cfg.replyTopic, err)
 	}
@@ -259,29 +270,40 @@ func (b *Bridge) release() {
 // The caller's message and its header slice are left untouched.
 func (b *Bridge) outgoing(msg *Message, seq uint64, deadline time.Time) Message {
 	h := &b.cfg.headers
-	n := len(msg.Headers) + 3
-	if len(b.cfg.replyParts) > 0 {
-		n++
+	n := len(msg.Headers) + 4
+	// One allocation for the headers and the bytes of ours, when they fit.
+	var hdrs []Header
+	var buf []byte
+	if n <= outgoingHeaders {
+		o := new(outgoingBuf)
+		hdrs, buf = o.hdrs[:0], o.buf[:0]
+	} else {
+		hdrs, buf = make([]Header, 0, n), make([]byte, 0, len(outgoingBuf{}.buf))
 	}
-	hdrs := make([]Header, len(msg.Headers), n)
-	copy(hdrs, msg.Headers)
-	buf := make([]byte, 0, idLen+20)
+	hdrs = append(hdrs, msg.Headers...)
 	buf = b.ids.appendID(buf, seq)
+	buf = appendDeadline(buf, deadline)
 	hdrs = append(hdrs,
 		Header{Key: h.CorrelationID, Value: buf[:idLen:idLen]},
-		Header{Key: h.ReplyTopic, Value: b.replyTo})
-	buf = appendDeadline(buf, deadline)
-	hdrs = append(hdrs, Header{Key: h.Deadline, Value: buf[idLen:]})
+		Header{Key: h.ReplyTopic, Value: b.replyTo},
+		Header{Key: h.Deadline, Value: buf[idLen:len(buf):len(buf)]})
 	if ps := b.cfg.replyParts; len(ps) > 0 {
 		p := ps[int(b.part.Add(1))%len(ps)]
-		hdrs = append(hdrs, Header{Key: h.ReplyPartition, Value: encodeReplyPartition(p)})
+		hdrs = append(hdrs, Header{Key: h.ReplyPartition, Value: binary.BigEndian.AppendUint32(buf[len(buf):len(buf):cap(buf)], uint32(p))})
 	}
 	out := *msg
 	out.Headers = hdrs
 	return out
 }
 
-var waiterPool = sync.Pool{New: func() any { return &waiter{ch: make(chan result, 1)} }}
+// outgoingHeaders is the number of headers outgoingBuf has room for.
+const outgoingHeaders = 6
+
+// outgoingBuf is the memory of a request's headers, allocated at once.
+type outgoingBuf struct {
+	hdrs [outgoingHeaders]Header
+	buf  [idLen + 20 + 4]byte // correlation ID, deadline, reply partition
+}
 
 // Request publishes msg to msg.Topic and waits for its reply.
 //
@@ -313,35 +335,35 @@ func (b *Bridge) Request(ctx context.Context, msg Message) (*Message, error) {
 	}
 	seq := b.seq.Add(1)
 	out := b.outgoing(&msg, seq, deadline)
-	w := waiterPool.Get().(*waiter)
+	w := b.waiters.Get().(*waiter)
 	if !b.reg.add(seq, w) {
-		waiterPool.Put(w)
+		b.waiters.Put(w)
 		return nil, ErrClosed
 	}
 	if err := b.t.Publish(ctx, out); err != nil {
 		if b.reg.remove(seq) == nil {
 			// A reply (or Close) beat the publish error: take it.
 			r := <-w.ch
-			waiterPool.Put(w)
+			b.waiters.Put(w)
 			return b.finish(r)
 		}
-		waiterPool.Put(w)
+		b.waiters.Put(w)
 		b.stats.publishErrors.Add(1)
 		return nil, b.publishError(&out, err)
 	}
 	select {
 	case r := <-w.ch:
-		waiterPool.Put(w)
+		b.waiters.Put(w)
 		return b.finish(r)
 	case <-ctx.Done():
 		if b.reg.remove(seq) == nil {
 			// Resolved while we gave up: the result is in the channel
 			// or about to be.
 			r := <-w.ch
-			waiterPool.Put(w)
+			b.waiters.Put(w)
 			return b.finish(r)
 		}
-		waiterPool.Put(w)
+		b.waiters.Put(w)
 		return nil, b.noReply(&out, ctx.Err())
 	}
 }
@@ -374,31 +396,31 @@ func (b *Bridge) finish(r result) (*Message, error) {
 // onReply is the reply subscription's handler: it hands each reply to its
 // waiter, or drops it.
 func (b *Bridge) onReply(_ context.Context, msg Message) {
-	id, ok := msg.Header(b.cfg.headers.CorrelationID)
+	m := new(Message) // the caller's reply, if it is one
+	*m = msg
+	id, ok := m.Header(b.cfg.headers.CorrelationID)
 	switch {
 	case !ok:
-		b.drop(DropMalformed, &msg)
+		b.drop(DropMalformed, m)
 		return
 	case !b.ids.own(id):
-		b.drop(DropForeign, &msg)
+		b.drop(DropForeign, m)
 		return
 	}
 	seq, ok := b.ids.parse(id)
 	if !ok || seq == 0 || seq > b.seq.Load() {
-		b.drop(DropUnknown, &msg)
+		b.drop(DropUnknown, m)
 		return
 	}
 	w, dup := b.reg.resolve(seq)
 	if w == nil {
 		if dup {
-			b.drop(DropDuplicate, &msg)
+			b.drop(DropDuplicate, m)
 		} else {
-			b.drop(DropLate, &msg)
+			b.drop(DropLate, m)
 		}
 		return
 	}
-	m := new(Message)
-	*m = msg
 	w.deliver(result{msg: m})
 }
 

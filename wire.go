@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"fmt"
 	"strconv"
+	"sync/atomic"
 	"time"
 )
 
@@ -63,8 +64,10 @@ type requestInfo struct {
 	deadline     time.Time // zero when the request carried none
 }
 
-// parseRequest reads the routing headers of a request.
-func parseRequest(msg *Message, h *HeaderNames) (requestInfo, error) {
+// parseRequest reads the routing headers of a request. last, when not nil,
+// caches the reply topic's string: requests name the same few reply topics
+// over and over, and converting each costs an allocation.
+func parseRequest(msg *Message, h *HeaderNames, last *atomic.Pointer[string]) (requestInfo, error) {
 	var ri requestInfo
 	id, ok := msg.Header(h.CorrelationID)
 	if !ok || len(id) == 0 {
@@ -81,7 +84,15 @@ func parseRequest(msg *Message, h *HeaderNames) (requestInfo, error) {
 	if len(to) > 249 { // Kafka's topic name limit
 		return ri, fmt.Errorf("%w: %s header of %d bytes", ErrMalformedHeader, h.ReplyTopic, len(to))
 	}
-	ri.replyTo = string(to)
+	if last == nil {
+		ri.replyTo = string(to)
+	} else if p := last.Load(); p != nil && *p == string(to) {
+		ri.replyTo = *p
+	} else {
+		topic := string(to)
+		last.Store(&topic)
+		ri.replyTo = topic
+	}
 	if b, ok := msg.Header(h.ReplyPartition); ok {
 		p, err := decodeReplyPartition(b)
 		if err != nil {

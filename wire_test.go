@@ -67,7 +67,7 @@ func FuzzParseRequest(f *testing.F) {
 			{Key: h.ReplyPartition, Value: part},
 			{Key: h.Deadline, Value: deadline},
 		}}
-		ri, err := parseRequest(&msg, &h)
+		ri, err := parseRequest(&msg, &h, nil)
 		if err != nil {
 			if !errors.Is(err, ErrMalformedHeader) {
 				t.Fatalf("error %v is not ErrMalformedHeader", err)

@@ -40,7 +40,12 @@ type member struct {
 // goroutines) on first use.
 func (t *Transport) join(tp *topic, name string, h syncbridge.Handler) (syncbridge.Subscription, error) {
 	tp.mu.Lock()
-	g := tp.groups[name]
+	var g *group
+	for _, x := range *tp.groups.Load() {
+		if x.name == name {
+			g = x
+		}
+	}
 	if g == nil {
 		g = &group{t: t, tp: tp, name: name, changed: make(chan struct{})}
 		g.members.Store(new([]*member))
@@ -53,7 +58,8 @@ func (t *Transport) join(tp *topic, name string, h syncbridge.Handler) (syncbrid
 				return nil, ErrClosed
 			}
 		}
-		tp.groups[name] = g
+		gs := append(slices.Clone(*tp.groups.Load()), g)
+		tp.groups.Store(&gs)
 	}
 	tp.mu.Unlock()
 

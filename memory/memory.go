@@ -56,6 +56,7 @@ type Transport struct {
 
 	mu     sync.Mutex // protects topics, closed, held and wg.Add
 	topics map[string]*topic
+	byName sync.Map // topic name to *topic: topics, readable without mu
 	closed bool
 	held   []held
 	wg     sync.WaitGroup // every goroutine of the transport
@@ -83,12 +84,15 @@ type topic struct {
 	name string
 	rr   atomic.Uint32 // round-robin partition for keyless messages
 
-	mu     sync.Mutex // protects groups and changes to subs
-	subs   atomic.Pointer[[]*bsub]
-	groups map[string]*group
+	mu     sync.Mutex               // protects changes to subs and groups
+	subs   atomic.Pointer[[]*bsub]  // read without mu
+	groups atomic.Pointer[[]*group] // read without mu
 }
 
 func (t *Transport) topic(name string) (*topic, error) {
+	if tp, ok := t.byName.Load(name); ok { // the common case, without a lock
+		return tp.(*topic), nil
+	}
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	if t.closed {
@@ -96,9 +100,11 @@ func (t *Transport) topic(name string) (*topic, error) {
 	}
 	tp := t.topics[name]
 	if tp == nil {
-		tp = &topic{name: name, groups: make(map[string]*group)}
+		tp = &topic{name: name}
 		tp.subs.Store(new([]*bsub))
+		tp.groups.Store(new([]*group))
 		t.topics[name] = tp
+		t.byName.Store(name, tp)
 	}
 	return tp, nil
 }
@@ -143,7 +149,10 @@ func (t *Transport) Publish(ctx context.Context, msg syncbridge.Message) error {
 	msg.Partition, msg.UsePartition = p, false
 	copies := 1
 	if f := t.faults.Load(); f != nil {
-		switch (*f)(&msg) {
+		m := msg // declared here, so that only faulty runs pay for its escape
+		fault := (*f)(&m)
+		msg = m
+		switch fault {
 		case Drop:
 			return nil
 		case Duplicate:
@@ -172,6 +181,15 @@ func (t *Transport) deliver(ctx context.Context, tp *topic, msg syncbridge.Messa
 		if s.parts != nil && !slices.Contains(s.parts, msg.Partition) {
 			continue
 		}
+		if s.q == nil { // a concurrent subscription: call it from here
+			s.inline(msg)
+			continue
+		}
+		select {
+		case s.q <- msg: // room in the queue: the common case
+			continue
+		default:
+		}
 		select {
 		case s.q <- msg:
 		case <-s.done:
@@ -181,13 +199,12 @@ func (t *Transport) deliver(ctx context.Context, tp *topic, msg syncbridge.Messa
 			return ctx.Err()
 		}
 	}
-	tp.mu.Lock()
-	groups := make([]*group, 0, len(tp.groups))
-	for _, g := range tp.groups {
-		groups = append(groups, g)
-	}
-	tp.mu.Unlock()
-	for _, g := range groups {
+	for _, g := range *tp.groups.Load() {
+		select {
+		case g.parts[msg.Partition] <- msg:
+			continue
+		default:
+		}
 		select {
 		case g.parts[msg.Partition] <- msg:
 		case <-t.done:
@@ -222,13 +239,18 @@ func (t *Transport) Subscribe(ctx context.Context, cfg syncbridge.SubscribeConfi
 		return t.join(tp, cfg.Group, h)
 	}
 	sctx, cancel := context.WithCancel(context.Background())
-	s := &bsub{t: t, tp: tp, h: h, ctx: sctx, cancel: cancel, q: make(chan syncbridge.Message, t.QueueSize), done: make(chan struct{}), exited: make(chan struct{})}
+	s := &bsub{t: t, tp: tp, h: h, ctx: sctx, cancel: cancel, done: make(chan struct{}), exited: make(chan struct{})}
 	if cfg.Partitions != nil {
 		s.parts = slices.Clone(cfg.Partitions)
 	}
-	if !t.start(s.run) {
-		cancel()
-		return nil, ErrClosed
+	if cfg.Concurrent {
+		close(s.exited) // no goroutine: Publish calls h
+	} else {
+		s.q = make(chan syncbridge.Message, t.QueueSize)
+		if !t.start(s.run) {
+			cancel()
+			return nil, ErrClosed
+		}
 	}
 	tp.mu.Lock()
 	subs := append(slices.Clone(*tp.subs.Load()), s)
@@ -252,18 +274,31 @@ func (t *Transport) start(f func()) bool {
 	return true
 }
 
-// bsub is a broadcast subscription.
+// bsub is a broadcast subscription: a queue and a goroutine calling the
+// handler, or, for a concurrent subscription, nothing but the handler,
+// which Publish calls.
 type bsub struct {
+	mu     sync.RWMutex // held for reading by inline calls; protects closed
+	closed bool
 	t      *Transport
 	tp     *topic
 	h      syncbridge.Handler
 	parts  []int32 // nil: every partition
 	ctx    context.Context
 	cancel context.CancelFunc
-	q      chan syncbridge.Message
-	done   chan struct{} // closed by Close
+	q      chan syncbridge.Message // nil for a concurrent subscription
+	done   chan struct{}           // closed by Close
 	once   sync.Once
 	exited chan struct{} // closed when run returns
+}
+
+// inline calls the handler of a concurrent subscription.
+func (s *bsub) inline(msg syncbridge.Message) {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	if !s.closed {
+		s.h(s.ctx, msg)
+	}
 }
 
 func (s *bsub) run() {
@@ -272,9 +307,7 @@ func (s *bsub) run() {
 		select {
 		case m := <-s.q:
 			s.h(s.ctx, m)
-		case <-s.done:
-			return
-		case <-s.t.done:
+		case <-s.done: // closed by Close, and by the transport's Close
 			return
 		}
 	}
@@ -289,6 +322,9 @@ func (s *bsub) Close() error {
 		s.tp.mu.Unlock()
 		s.cancel()
 		close(s.done)
+		s.mu.Lock() // waits for inline calls in progress
+		s.closed = true
+		s.mu.Unlock()
 	})
 	<-s.exited
 	return nil
@@ -312,11 +348,9 @@ func (t *Transport) Close() error {
 	var members []*member
 	for _, tp := range t.topics {
 		subs = append(subs, *tp.subs.Load()...)
-		tp.mu.Lock()
-		for _, g := range tp.groups {
+		for _, g := range *tp.groups.Load() {
 			members = append(members, *g.members.Load()...)
 		}
-		tp.mu.Unlock()
 	}
 	t.mu.Unlock()
 	for _, s := range subs {

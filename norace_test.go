@@ -1,0 +1,5 @@
+//go:build !race
+
+package syncbridge_test
+
+const raceEnabled = false
