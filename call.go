@@ -45,11 +45,11 @@ func (b *Bridge) Go(ctx context.Context, msg Message) *Call {
 	c := &Call{b: b, done: make(chan struct{})}
 	c.w.call = c
 	if msg.Topic == "" {
-		c.end(nil, fmt.Errorf("%w: no topic", ErrInvalidMessage))
+		c.end(nil, fmt.Errorf("%w: no topic", ErrInvalidMessage), nil)
 		return c
 	}
 	if err := b.acquire(); err != nil {
-		c.end(nil, err)
+		c.end(nil, err, nil)
 		return c
 	}
 	deadline, ok := ctx.Deadline()
@@ -88,17 +88,20 @@ func (c *Call) expire() {
 	}
 }
 
-// complete ends a Call that was admitted by acquire.
+// complete ends a Call that was admitted by acquire. The Bridge's slot is
+// released before Done closes, so that a caller woken by Done can start
+// its next request within the MaxInFlight limit at once.
 func (c *Call) complete(reply *Message, err error) {
-	if c.end(reply, err) {
+	c.end(reply, err, func() {
 		c.stop()
 		c.cancel()
 		c.b.release()
-	}
+	})
 }
 
-// end records the outcome once and reports whether it did.
-func (c *Call) end(reply *Message, err error) bool {
+// end records the outcome once, runs before (when not nil), then closes
+// done. It reports whether it did.
+func (c *Call) end(reply *Message, err error, before func()) bool {
 	if !c.state.CompareAndSwap(false, true) {
 		return false
 	}
@@ -106,6 +109,9 @@ func (c *Call) end(reply *Message, err error) bool {
 		reply, err = c.finish(reply)
 	}
 	c.reply, c.err = reply, err
+	if before != nil {
+		before()
+	}
 	close(c.done)
 	return true
 }
