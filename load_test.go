@@ -37,7 +37,9 @@ func TestLoad(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	b, err := syncbridge.New(tr)
+	// A generous timeout: a lost reply still fails the test, and a slow
+	// machine does not.
+	b, err := syncbridge.New(tr, syncbridge.WithDefaultTimeout(time.Minute))
 	if err != nil {
 		t.Fatal(err)
 	}
