@@ -54,7 +54,7 @@ func (t *Transport) subscribeGroup(cfg syncbridge.SubscribeConfig, h syncbridge.
 	if err != nil {
 		return nil, errors.Join(errors.New("syncbridge/kafka: consumer group"), err)
 	}
-	s := &groupSub{t: t, topic: cfg.Topic, h: h, concurrent: concurrentOf(cfg), cg: cg, done: make(chan struct{})}
+	s := &groupSub{t: t, topic: cfg.Topic, h: h, concurrent: cfg.Concurrent, cg: cg, done: make(chan struct{})}
 	s.ctx, s.cancel = context.WithCancel(t.ctx)
 	if err := t.addSub(s); err != nil {
 		s.cancel()
