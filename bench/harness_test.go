@@ -1,0 +1,138 @@
+package main
+
+import (
+	"encoding/xml"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+// These tests check the harness itself — every contender answers with the
+// echo, the scale measurement holds and releases, the report renders — with
+// a few requests each. The measurements are `go run .` and the benchmarks.
+
+func TestInprocContenders(t *testing.T) {
+	for _, name := range inprocNames {
+		t.Run(name, func(t *testing.T) {
+			c, err := newInproc(name)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer func() {
+				if err := c.close(); err != nil {
+					t.Errorf("close: %v", err)
+				}
+			}()
+			if err := warm(c.r, 10, 10*time.Second); err != nil {
+				t.Fatal(err)
+			}
+			r := drive(c.r, load{callers: 64, maxOps: 640, timeout: 30 * time.Second})
+			if r.errs != 0 || r.ops != 640 {
+				t.Fatalf("64 callers: %d requests answered, %d failed (first: %v), want 640 and 0", r.ops, r.errs, r.firstErr)
+			}
+			if r.p50 <= 0 || r.p99 < r.p50 {
+				t.Errorf("p50 %v, p99 %v", r.p50, r.p99)
+			}
+		})
+	}
+}
+
+func TestKafkaContenders(t *testing.T) {
+	if os.Getenv("KAFKA_BROKERS") != "" {
+		t.Setenv("KAFKA_BROKERS", "") // kfake: this checks the harness, not a broker
+	}
+	e, err := startKafka()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer e.close()
+	for _, name := range kafkaNames {
+		t.Run(name, func(t *testing.T) {
+			c, err := e.newKafka(name)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer func() {
+				if err := c.close(); err != nil {
+					t.Errorf("close: %v", err)
+				}
+			}()
+			if err := warm(c.r, 1, time.Minute); err != nil {
+				t.Fatal(err)
+			}
+			n := int64(256)
+			if c.maxSeq > 0 {
+				n = 64 // one batch: about a second
+			}
+			r := driveCounting(c, load{callers: 64, maxOps: n, timeout: time.Minute})
+			if r.errs != 0 || r.ops != n {
+				t.Fatalf("64 in flight: %d requests answered, %d failed (first: %v), want %d and 0", r.ops, r.errs, r.firstErr, n)
+			}
+			if r.produces <= 0 || r.fetches <= 0 {
+				t.Errorf("kfake counted %d produce and %d fetch requests", r.produces, r.fetches)
+			}
+		})
+	}
+}
+
+func TestScaleOnce(t *testing.T) {
+	r, err := scaleOnce(1000, 100)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.heapPerGo <= 0 || r.heapPerReq <= 0 {
+		t.Errorf("heap per in-flight request: Go %.0f B, Request %.0f B; want both positive", r.heapPerGo, r.heapPerReq)
+	}
+	if r.probe.ops != 100 || r.probe.errs != 0 {
+		t.Errorf("probe: %d answered, %d failed", r.probe.ops, r.probe.errs)
+	}
+}
+
+// TestReport renders a report from a tiny run, saves and reloads it, and
+// checks the SVG is well-formed XML.
+func TestReport(t *testing.T) {
+	dir := t.TempDir()
+	c := config{
+		short: true, rounds: 1, memDur: 20 * time.Millisecond, kafkaDur: 20 * time.Millisecond,
+		warmOps: 10, warmDur: 10 * time.Millisecond, probeOps: 50, scaleReps: 1,
+		sections: map[string]bool{"memory": true, "scale": true},
+		out:      filepath.Join(dir, "B.md"), svg: filepath.Join(dir, "x", "l.svg"),
+	}
+	saved := scaleLevels
+	scaleLevels = []int{10, 100}
+	defer func() { scaleLevels = saved }()
+	res, err := runAll(c, "go run . (test)")
+	if err != nil {
+		t.Fatal(err)
+	}
+	md := res.markdown(c)
+	for _, want := range []string{"## Targets", "syncbridge ns/op ÷ floor", "](x/l.svg)", "## Scale", "## Peer versions", "github.com/nats-io/nats.go"} {
+		if !strings.Contains(md, want) {
+			t.Errorf("report lacks %q", want)
+		}
+	}
+	path := filepath.Join(dir, "r.json")
+	if err := res.save(path, c); err != nil {
+		t.Fatal(err)
+	}
+	var c2 config
+	c2.out, c2.svg = c.out, c.svg
+	res2, err := loadResults(path, &c2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if md2 := res2.markdown(c2); md2 != md {
+		t.Errorf("report rendered from saved results differs from the original")
+	}
+	d := xml.NewDecoder(strings.NewReader(res.svg()))
+	for {
+		if _, err := d.Token(); err == io.EOF {
+			break
+		} else if err != nil {
+			t.Fatalf("SVG is not well-formed: %v", err)
+		}
+	}
+}
