@@ -87,7 +87,7 @@ func NewResponder(t Transport, topic string, h ReplyHandler, opts ...ResponderOp
 type inbound struct {
 	req  Message
 	ctx  deadlineCtx
-	hdrs [4]Header
+	hdrs [1]Header // the correlation ID of a plain reply
 }
 
 // serve handles one request: the transport's Handler. It returns once the

@@ -271,14 +271,19 @@ func (b *Bridge) release() {
 func (b *Bridge) outgoing(msg *Message, seq uint64, deadline time.Time) Message {
 	h := &b.cfg.headers
 	n := len(msg.Headers) + 4
-	// One allocation for the headers and the bytes of ours, when they fit.
+	// One allocation for the headers and the bytes of ours, sized for the
+	// common cases: every byte allocated per request costs GC time.
 	var hdrs []Header
 	var buf []byte
-	if n <= outgoingHeaders {
-		o := new(outgoingBuf)
+	switch {
+	case n <= 4:
+		o := new(outgoingBuf[[4]Header])
 		hdrs, buf = o.hdrs[:0], o.buf[:0]
-	} else {
-		hdrs, buf = make([]Header, 0, n), make([]byte, 0, len(outgoingBuf{}.buf))
+	case n <= 8:
+		o := new(outgoingBuf[[8]Header])
+		hdrs, buf = o.hdrs[:0], o.buf[:0]
+	default:
+		hdrs, buf = make([]Header, 0, n), make([]byte, 0, outgoingBytes)
 	}
 	hdrs = append(hdrs, msg.Headers...)
 	buf = b.ids.appendID(buf, seq)
@@ -296,13 +301,14 @@ func (b *Bridge) outgoing(msg *Message, seq uint64, deadline time.Time) Message 
 	return out
 }
 
-// outgoingHeaders is the number of headers outgoingBuf has room for.
-const outgoingHeaders = 6
+// outgoingBytes is room for the values of a request's headers: correlation
+// ID, deadline and reply partition.
+const outgoingBytes = idLen + 20 + 4
 
 // outgoingBuf is the memory of a request's headers, allocated at once.
-type outgoingBuf struct {
-	hdrs [outgoingHeaders]Header
-	buf  [idLen + 20 + 4]byte // correlation ID, deadline, reply partition
+type outgoingBuf[H [4]Header | [8]Header] struct {
+	hdrs H
+	buf  [outgoingBytes]byte
 }
 
 // Request publishes msg to msg.Topic and waits for its reply.
