@@ -629,3 +629,22 @@ func TestLogger(t *testing.T) {
 		t.Errorf("log lacks the topic creation:\n%s", buf.String())
 	}
 }
+
+// A broker's refusal that no retry can fix comes back at once, wrapped.
+func TestPublishTooLarge(t *testing.T) {
+	e := newEnv(t)
+	topic := e.topic(t, 1)
+	tr := e.transport(t)
+	ctx := testCtx(t, 20*time.Second)
+	start := time.Now()
+	err := tr.Publish(ctx, syncbridge.Message{Topic: topic, Value: make([]byte, 3<<20)})
+	if !errors.Is(err, kafkago.MessageSizeTooLarge) {
+		t.Fatalf("Publish of 3 MiB: %v, want MessageSizeTooLarge", err)
+	}
+	if !strings.HasPrefix(err.Error(), "syncbridge/kafka: ") {
+		t.Errorf("error %q lacks the package prefix", err)
+	}
+	if took := time.Since(start); took > 5*time.Second {
+		t.Errorf("took %v: a non-retriable error was retried", took)
+	}
+}
