@@ -72,7 +72,8 @@ func (t *Transport) subscribeGroup(cfg syncbridge.SubscribeConfig, h syncbridge.
 // Close stops the subscription: it waits for handler calls in progress,
 // commits what they processed, leaves the group (so that the other members
 // take the partitions over at once) and returns once every goroutine has
-// ended. Idempotent.
+// ended. With the group coordinator unreachable, the commit and the leave
+// request may each take kafka-go's coordinator timeout (5 s). Idempotent.
 func (s *groupSub) Close() error {
 	s.once.Do(s.cancel)
 	<-s.done
