@@ -24,23 +24,35 @@ import (
 // Metadata, offsets and topic creation still go through kafka-go's
 // Transport. Not safe for concurrent use.
 type brokerConn struct {
-	t      *Transport
-	broker int32
-	nc     net.Conn
-	pc     *protocol.Conn
+	t        *Transport
+	broker   int32
+	nc       net.Conn
+	pc       *protocol.Conn
+	lastUsed time.Time // end of the last round trip
 }
+
+// connMaxIdle is how long a connection may sit unused before it is
+// replaced rather than reused: brokers close idle connections
+// (connections.max.idle.ms, 10 min by default), and a write into one they
+// closed fails only after the fact. kafka-go's Transport drops idle
+// connections after 30 s for the same reason.
+const connMaxIdle = time.Minute
 
 // roundTrip sends req on the connection, dialing it first if needed, and
 // returns the response. It returns when ctx ends, or RequestTimeout after
 // it began, at the latest. After an error the connection is closed; the
 // next call dials again.
 func (c *brokerConn) roundTrip(ctx context.Context, req protocol.Message) (protocol.Message, error) {
+	now := time.Now()
+	if c.pc != nil && now.Sub(c.lastUsed) > connMaxIdle {
+		c.close()
+	}
 	if c.pc == nil {
 		if err := c.dial(ctx); err != nil {
 			return nil, err
 		}
 	}
-	deadline := time.Now().Add(c.t.cfg.requestTimeout)
+	deadline := now.Add(c.t.cfg.requestTimeout)
 	if d, ok := ctx.Deadline(); ok && d.Before(deadline) {
 		deadline = d
 	}
@@ -61,6 +73,7 @@ func (c *brokerConn) roundTrip(ctx context.Context, req protocol.Message) (proto
 		}
 		return nil, err
 	}
+	c.lastUsed = time.Now()
 	return res, nil
 }
 
