@@ -74,6 +74,7 @@ type config struct {
 	defaultTimeout time.Duration
 	maxInFlight    int
 	group          string
+	concurrent     bool
 }
 
 func defaultConfig() config {
@@ -169,4 +170,16 @@ func WithMaxInFlight(n int) Option {
 // request topic's name followed by ".responders".
 func WithGroup(group string) ResponderOption {
 	return responderOpt(func(c *config) { c.group = group })
+}
+
+// WithConcurrentHandlers lets the Responder's handler calls overlap, even
+// for requests of one partition: requests are then not handled in order,
+// and the handler must be safe for concurrent use. On Kafka this multiplies
+// a Responder's throughput, since a partition no longer waits for each
+// reply to be produced before handling the next request; offsets are still
+// committed only below the oldest request in progress. Transports may
+// ignore it (the memory transport does). Default: off, one call at a time
+// per partition, in order.
+func WithConcurrentHandlers() ResponderOption {
+	return responderOpt(func(c *config) { c.concurrent = true })
 }

@@ -73,7 +73,7 @@ func NewResponder(t Transport, topic string, h ReplyHandler, opts ...ResponderOp
 	r := &Responder{t: t, cfg: cfg, hooks: newHooks(cfg.hooks), h: h}
 	ctx, cancel := context.WithTimeout(context.Background(), DefaultResponderTimeout)
 	defer cancel()
-	sub, err := t.Subscribe(ctx, SubscribeConfig{Topic: topic, Group: cfg.group}, r.serve)
+	sub, err := t.Subscribe(ctx, SubscribeConfig{Topic: topic, Group: cfg.group, Concurrent: cfg.concurrent}, r.serve)
 	if err != nil {
 		return nil, fmt.Errorf("syncbridge: subscribe to request topic %q: %w", topic, err)
 	}

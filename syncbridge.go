@@ -74,8 +74,12 @@ type SubscribeConfig struct {
 	Partitions []int32
 	// Concurrent says that the handler is safe for concurrent use and needs
 	// no ordering: the transport may call it from several goroutines at
-	// once, for example from Publish itself, saving a hand-off between
-	// goroutines. The Bridge sets it for its reply subscription.
+	// once, even for messages of one partition (for example from Publish
+	// itself, saving a hand-off between goroutines). A transport with
+	// at-least-once delivery still commits a message only once the handler
+	// returned for it and for every message before it. The Bridge sets it
+	// for its reply subscription; WithConcurrentHandlers sets it for a
+	// Responder. Transports may ignore it.
 	Concurrent bool
 }
 

@@ -66,6 +66,7 @@ func Run(t *testing.T, s Setup) {
 		{"BridgeRequestReply", testBridgeRequestReply},
 		{"BridgeSharedReplyTopic", testBridgeShared},
 		{"BridgePinnedReplyPartitions", testBridgePinned},
+		{"BridgeConcurrentHandlers", testBridgeConcurrent},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) { tc.f(t, s) })
