@@ -359,7 +359,7 @@ func (b *Bridge) Request(ctx context.Context, msg Message) (*Message, error) {
 		}
 		b.waiters.Put(w)
 		b.stats.publishErrors.Add(1)
-		return nil, b.publishError(&out, err)
+		return nil, b.publishError(out.Topic, seq, err)
 	}
 	select {
 	case r := <-w.ch:
@@ -374,20 +374,18 @@ func (b *Bridge) Request(ctx context.Context, msg Message) (*Message, error) {
 			return b.finish(r)
 		}
 		b.waiters.Put(w)
-		return nil, b.noReply(&out, ctx.Err())
+		return nil, b.noReply(out.Topic, seq, ctx.Err())
 	}
 }
 
-func (b *Bridge) publishError(out *Message, err error) error {
-	id, _ := out.Header(b.cfg.headers.CorrelationID)
-	return fmt.Errorf("%w to %q (correlation %s): %w", ErrPublish, out.Topic, id, err)
+func (b *Bridge) publishError(topic string, seq uint64, err error) error {
+	return fmt.Errorf("%w to %q (correlation %s): %w", ErrPublish, topic, b.ids.appendID(nil, seq), err)
 }
 
 // noReply builds the error of a request that got no reply.
-func (b *Bridge) noReply(out *Message, err error) error {
+func (b *Bridge) noReply(topic string, seq uint64, err error) error {
 	b.stats.noReply.Add(1)
-	id, _ := out.Header(b.cfg.headers.CorrelationID)
-	return fmt.Errorf("%w from %q (correlation %s): %w", ErrNoReply, out.Topic, id, err)
+	return fmt.Errorf("%w from %q (correlation %s): %w", ErrNoReply, topic, b.ids.appendID(nil, seq), err)
 }
 
 // finish turns a waiter's result into Request's return values.
