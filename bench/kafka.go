@@ -32,7 +32,11 @@ const (
 )
 
 // kafkaNames lists the Kafka contenders in table order.
-var kafkaNames = []string{"syncbridge", "syncbridge-e2e", "franz-go", "kafka-go-tuned", "kafka-go-default"}
+var kafkaNames = []string{"syncbridge", "syncbridge-e2e", "syncbridge-e2e-conc", "franz-go", "kafka-go-tuned", "kafka-go-default"}
+
+// ownResponder says which contenders bring their own syncbridge.Responder
+// instead of the common echo responder.
+func ownResponder(name string) bool { return strings.HasPrefix(name, "syncbridge-e2e") }
 
 // kafkaEnv is the broker every Kafka contender shares, and the common echo
 // responder.
@@ -111,7 +115,42 @@ func (e *kafkaEnv) topics(name string) (req, rep string, err error) {
 	if err := res.Error(); err != nil {
 		return "", "", err
 	}
-	return req, rep, nil
+	// A real broker answers CreateTopics before every broker's metadata
+	// knows the topic: wait until the metadata shows a leader for every
+	// partition, or a client may be told the topic does not exist.
+	for {
+		if ready, err := e.topicsReady(ctx, req, rep); err != nil {
+			return "", "", err
+		} else if ready {
+			return req, rep, nil
+		}
+		select {
+		case <-ctx.Done():
+			return "", "", fmt.Errorf("topics %s and %s: no leaders yet: %w", req, rep, ctx.Err())
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+}
+
+// topicsReady reports whether the metadata shows every partition of the
+// topics with a leader.
+func (e *kafkaEnv) topicsReady(ctx context.Context, topics ...string) (bool, error) {
+	md, err := e.adm.Metadata(ctx, topics...)
+	if err != nil {
+		return false, err
+	}
+	for _, t := range topics {
+		td, ok := md.Topics[t]
+		if !ok || td.Err != nil || len(td.Partitions) != kafkaPartitions {
+			return false, nil
+		}
+		for _, p := range td.Partitions {
+			if p.Err != nil || p.Leader < 0 {
+				return false, nil
+			}
+		}
+	}
+	return true, nil
 }
 
 // deleteTopics removes every topic this process created (on a real broker).
@@ -148,24 +187,22 @@ func (e *kafkaEnv) close() {
 
 // newKafka builds an instance of the named Kafka contender on fresh
 // topics, with a fresh instance of the common echo responder (but for
-// syncbridge-e2e, which brings its own Responder).
+// the syncbridge-e2e contenders, which bring their own Responder).
 func (e *kafkaEnv) newKafka(name string) (*contender, error) {
 	req, rep, err := e.topics(name)
 	if err != nil {
 		return nil, fmt.Errorf("topics: %w", err)
 	}
 	var echo *echoResponder
-	if name != "syncbridge-e2e" {
+	if !ownResponder(name) {
 		if echo, err = e.startEcho(req); err != nil {
 			return nil, err
 		}
 	}
 	var c *contender
 	switch name {
-	case "syncbridge":
-		c, err = e.newSyncbridgeKafka(req, rep, false)
-	case "syncbridge-e2e":
-		c, err = e.newSyncbridgeKafka(req, rep, true)
+	case "syncbridge", "syncbridge-e2e", "syncbridge-e2e-conc":
+		c, err = e.newSyncbridgeKafka(name, req, rep)
 	case "franz-go":
 		c, err = e.newFranz(req, rep)
 	case "kafka-go-tuned":
@@ -200,7 +237,7 @@ func (e *kafkaEnv) newKafka(name string) (*contender, error) {
 // echoResponder consumes a request topic and produces each request's value
 // back to the topic named by its kafka_replyTopic header, with its
 // correlation header, from one franz-go client with ProducerLinger(0). It is
-// the responder of every requester contender (syncbridge-e2e aside).
+// the responder of every requester contender (the syncbridge-e2e ones aside).
 type echoResponder struct {
 	cl     *kgo.Client
 	cancel context.CancelFunc
@@ -265,7 +302,10 @@ func (er *echoResponder) close() {
 
 // --- syncbridge's Kafka transport ---
 
-func (e *kafkaEnv) newSyncbridgeKafka(req, rep string, ownResponder bool) (*contender, error) {
+// newSyncbridgeKafka builds a syncbridge Bridge on syncbridge/kafka; for the
+// e2e contenders also a syncbridge.Responder on a Transport of its own, as
+// another process would have (-conc: WithConcurrentHandlers).
+func (e *kafkaEnv) newSyncbridgeKafka(name, req, rep string) (*contender, error) {
 	t, err := sbkafka.New(e.brokers)
 	if err != nil {
 		return nil, err
@@ -274,14 +314,16 @@ func (e *kafkaEnv) newSyncbridgeKafka(req, rep string, ownResponder bool) (*cont
 		rt   *sbkafka.Transport
 		resp *syncbridge.Responder
 	)
-	if ownResponder {
-		// The responder side runs on its own Transport, as another process
-		// would.
+	if ownResponder(name) {
 		if rt, err = sbkafka.New(e.brokers); err != nil {
 			t.Close()
 			return nil, err
 		}
-		if resp, err = syncbridge.NewResponder(rt, req, echoHandler, syncbridge.WithGroup(req+".responders")); err != nil {
+		opts := []syncbridge.ResponderOption{syncbridge.WithGroup(req + ".responders")}
+		if name == "syncbridge-e2e-conc" {
+			opts = append(opts, syncbridge.WithConcurrentHandlers())
+		}
+		if resp, err = syncbridge.NewResponder(rt, req, echoHandler, opts...); err != nil {
 			rt.Close()
 			t.Close()
 			return nil, err
@@ -304,9 +346,12 @@ func (e *kafkaEnv) newSyncbridgeKafka(req, rep string, ownResponder bool) (*cont
 			return errors.Join(b.Close(), t.Close())
 		},
 	}
-	if ownResponder {
-		c.name = "syncbridge-e2e"
-		c.desc = "syncbridge Bridge.Request → syncbridge.Responder (consumer group), each on its own syncbridge/kafka Transport"
+	if ownResponder(name) {
+		c.name = name
+		c.desc = "syncbridge Bridge.Request → syncbridge.Responder (consumer group, defaults: one handler call at a time per partition), each on its own syncbridge/kafka Transport"
+		if name == "syncbridge-e2e-conc" {
+			c.desc = "as syncbridge-e2e, with the Responder option WithConcurrentHandlers() (handler calls of a partition overlap)"
+		}
 		c.close = func() error {
 			return errors.Join(b.Close(), resp.Close(), rt.Close(), t.Close())
 		}

@@ -290,6 +290,11 @@ func measure(c config, s *section, build func(name string) (*contender, error), 
 		rand.Shuffle(len(names), func(i, j int) { names[i], names[j] = names[j], names[i] })
 		for _, n := range names {
 			ct, err := build(n)
+			for try := 1; err != nil && try < 3; try++ {
+				logf("%s: %v; trying again", n, err)
+				time.Sleep(time.Second)
+				ct, err = build(n)
+			}
 			if err != nil {
 				s.err = fmt.Errorf("%s: %w", n, err)
 				return

@@ -132,8 +132,13 @@ func (res *results) targets() []target {
 		ts = append(ts, target{area: area, what: "syncbridge seq p50 ÷ franz-go linger 0 seq p50", goal: "≤ 1×", r: r, ok: r.med <= 1})
 		r = pairRatio(k.get("syncbridge", "pipe64"), k.get("franz-go", "pipe64"), mPerS)
 		ts = append(ts, target{area: area, what: "syncbridge req/s ÷ franz-go linger 0 req/s, 64 in flight", goal: "≥ 1×", r: r, ok: r.med >= 1})
-		r = pairRatio(k.get("syncbridge-e2e", "pipe64"), k.get("franz-go", "pipe64"), mPerS)
-		ts = append(ts, target{area: area, what: "(for information) syncbridge-e2e req/s ÷ franz-go req/s, 64 in flight", goal: "—", r: r, ok: true})
+		for _, n := range []string{"syncbridge-e2e", "syncbridge-e2e-conc"} {
+			if _, ok := k.runs[n]; !ok {
+				continue
+			}
+			r = pairRatio(k.get(n, "pipe64"), k.get("franz-go", "pipe64"), mPerS)
+			ts = append(ts, target{area: area, what: "(for information) " + n + " req/s ÷ franz-go req/s, 64 in flight", goal: "—", r: r, ok: true})
+		}
 	}
 	if len(res.scale) > 0 {
 		big := scaleLevels[len(scaleLevels)-1]
@@ -262,7 +267,7 @@ func (res *results) markdown(c config) string {
 		for _, n := range s.names {
 			w("- **%s**: %s\n", n, s.desc[n])
 		}
-		w("\nThe common echo responder (every contender but syncbridge-e2e) is a franz-go client with `ProducerLinger(0)` that consumes the request topic and produces each value back to the topic in `kafka_replyTopic` with the `kafka_correlationId` header. Every latency is timed. kafka-go-default takes about a second per request (BatchTimeout 0 means 1 s), so its sequential runs are capped at a few requests. CPU µs/req is the CPU time of the whole benchmark process per request — requester, the common echo responder and, on kfake, the broker — so it compares contenders fairly even on a busy machine. On kfake the broker counts the produce and fetch requests it receives during each run (requester and echo responder together): fewer requests per round trip means fatter batches.\n\n")
+		w("\nThe common echo responder (every contender but the syncbridge-e2e ones) is a franz-go client with `ProducerLinger(0)` that consumes the request topic and produces each value back to the topic in `kafka_replyTopic` with the `kafka_correlationId` header. Every latency is timed. kafka-go-default takes about a second per request (BatchTimeout 0 means 1 s), so its sequential runs are capped at a few requests. CPU µs/req is the CPU time of the whole benchmark process per request — requester, the common echo responder and, on kfake, the broker — so it compares contenders fairly even on a busy machine. On kfake the broker counts the produce and fetch requests it receives during each run (requester and echo responder together): fewer requests per round trip means fatter batches.\n\n")
 		errLines := 0
 		for _, n := range s.names {
 			for _, l := range s.levels {
