@@ -9,14 +9,18 @@ import (
 	"github.com/syncbridge/syncbridge"
 )
 
-// group is a consumer group of a topic: one queue and one goroutine per
-// partition; each goroutine hands its messages, in order, to the member the
-// partition is assigned to (partition modulo the number of members).
+// group is a consumer group of a topic: one queue and one worker goroutine
+// per partition, and one queue of keyless messages shared by the workers.
+// Each worker hands its messages, in order, to the member its partition is
+// assigned to (partition modulo the number of members). Keyless messages,
+// which have no order to keep, go to whichever worker is free, so that no
+// message waits behind a busy partition while another is idle.
 type group struct {
-	t     *Transport
-	tp    *topic
-	name  string
-	parts []chan syncbridge.Message
+	t      *Transport
+	tp     *topic
+	name   string
+	parts  []chan syncbridge.Message // keyed and pinned messages, by partition
+	shared chan syncbridge.Message   // keyless messages, for any partition worker
 
 	mu      sync.Mutex                // protects changes to members, and changed
 	members atomic.Pointer[[]*member] // read without mu
@@ -47,7 +51,7 @@ func (t *Transport) join(tp *topic, name string, h syncbridge.Handler) (syncbrid
 		}
 	}
 	if g == nil {
-		g = &group{t: t, tp: tp, name: name, changed: make(chan struct{})}
+		g = &group{t: t, tp: tp, name: name, changed: make(chan struct{}), shared: make(chan syncbridge.Message, t.QueueSize)}
 		g.members.Store(new([]*member))
 		for range t.Partitions {
 			g.parts = append(g.parts, make(chan syncbridge.Message, t.QueueSize))
@@ -81,6 +85,7 @@ func (g *group) run(p int) {
 		var msg syncbridge.Message
 		select {
 		case msg = <-q:
+		case msg = <-g.shared: // keyless: whichever worker is free
 		case <-g.t.done:
 			return
 		}

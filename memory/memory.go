@@ -63,7 +63,8 @@ type Transport struct {
 }
 
 type held struct {
-	msg syncbridge.Message
+	msg     syncbridge.Message
+	keyless bool
 }
 
 func (t *Transport) init() {
@@ -146,6 +147,7 @@ func (t *Transport) Publish(ctx context.Context, msg syncbridge.Message) error {
 	if err != nil {
 		return err
 	}
+	keyless := !msg.UsePartition && msg.Key == nil
 	msg.Partition, msg.UsePartition = p, false
 	copies := 1
 	if f := t.faults.Load(); f != nil {
@@ -163,20 +165,21 @@ func (t *Transport) Publish(ctx context.Context, msg syncbridge.Message) error {
 			if t.closed {
 				return ErrClosed
 			}
-			t.held = append(t.held, held{msg: msg})
+			t.held = append(t.held, held{msg: msg, keyless: keyless})
 			return nil
 		}
 	}
 	for range copies {
-		if err := t.deliver(ctx, tp, msg); err != nil {
+		if err := t.deliver(ctx, tp, msg, keyless); err != nil {
 			return fmt.Errorf("syncbridge/memory: publish to %q: %w", msg.Topic, err)
 		}
 	}
 	return nil
 }
 
-// deliver queues msg for every subscription of tp.
-func (t *Transport) deliver(ctx context.Context, tp *topic, msg syncbridge.Message) error {
+// deliver queues msg for every subscription of tp. A consumer group
+// queues a keyless message where any of its partition workers can take it.
+func (t *Transport) deliver(ctx context.Context, tp *topic, msg syncbridge.Message, keyless bool) error {
 	for _, s := range *tp.subs.Load() {
 		if s.parts != nil && !slices.Contains(s.parts, msg.Partition) {
 			continue
@@ -200,13 +203,17 @@ func (t *Transport) deliver(ctx context.Context, tp *topic, msg syncbridge.Messa
 		}
 	}
 	for _, g := range *tp.groups.Load() {
+		q := g.parts[msg.Partition]
+		if keyless {
+			q = g.shared
+		}
 		select {
-		case g.parts[msg.Partition] <- msg:
+		case q <- msg:
 			continue
 		default:
 		}
 		select {
-		case g.parts[msg.Partition] <- msg:
+		case q <- msg:
 		case <-t.done:
 			return ErrClosed
 		case <-ctx.Done():
