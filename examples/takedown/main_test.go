@@ -29,7 +29,8 @@ func TestRun(t *testing.T) {
 	p := start(t, env{}, "-addr", "127.0.0.1:0", "-audit", audit)
 	m := p.stdout.waitFor(t, `police API listening on (\S+)\nbearer token \(generated; set TAKEDOWN_TOKENS to choose\): (\S+)`)
 	base, tok := m[1], m[2]
-	if !strings.Contains(p.stdout.String(), "itm-1002") || !strings.Contains(p.stdout.String(), "curl -i "+base+"/v1/takedowns") {
+	p.stdout.waitFor(t, regexp.QuoteMeta("curl -i "+base+"/v1/takedowns")) // the banner's last lines
+	if !strings.Contains(p.stdout.String(), "itm-1002") {
 		t.Errorf("banner lacks the items or the curl command:\n%s", p.stdout.String())
 	}
 
