@@ -37,11 +37,12 @@ type Responder struct {
 
 	replyTo atomic.Pointer[string] // the last reply topic seen, to reuse its string
 
-	handled    atomic.Uint64
-	failed     atomic.Uint64
-	panicked   atomic.Uint64
-	skipped    [numSkipReasons]atomic.Uint64
-	replyFails atomic.Uint64
+	handled      atomic.Uint64
+	failed       atomic.Uint64
+	panicked     atomic.Uint64
+	skipped      [numSkipReasons]atomic.Uint64
+	replyFails   atomic.Uint64
+	replyExpired atomic.Uint64
 }
 
 // DefaultResponderTimeout bounds the handling of a request that carries no
@@ -133,6 +134,11 @@ func (r *Responder) serve(_ context.Context, msg Message) {
 			Header{Key: h.ErrorCode, Value: []byte(code)},
 			Header{Key: h.ErrorDescription, Value: []byte(re.Description)})
 	}
+	if !time.Now().Before(deadline) {
+		// Nobody waits for this reply any more: the caller gave up.
+		r.replyExpired.Add(1)
+		return
+	}
 	if perr := r.t.Publish(ctx, out); perr != nil {
 		r.replyFails.Add(1)
 		if l := r.cfg.logger; l != nil {
@@ -176,6 +182,10 @@ type ResponderStats struct {
 	Failed      uint64 // handler calls that returned an error or panicked
 	Panicked    uint64 // handler calls that panicked
 	ReplyFailed uint64 // replies that could not be published
+	// ReplyExpired counts replies not sent because the caller's deadline
+	// passed while the handler ran (DefaultResponderTimeout for requests
+	// without a deadline).
+	ReplyExpired uint64
 	// Skipped counts requests not handled, indexed by SkipReason.
 	Skipped [numSkipReasons]uint64
 }
@@ -183,10 +193,11 @@ type ResponderStats struct {
 // Stats returns the Responder's counters, read one by one.
 func (r *Responder) Stats() ResponderStats {
 	s := ResponderStats{
-		Handled:     r.handled.Load(),
-		Failed:      r.failed.Load(),
-		Panicked:    r.panicked.Load(),
-		ReplyFailed: r.replyFails.Load(),
+		Handled:      r.handled.Load(),
+		Failed:       r.failed.Load(),
+		Panicked:     r.panicked.Load(),
+		ReplyFailed:  r.replyFails.Load(),
+		ReplyExpired: r.replyExpired.Load(),
 	}
 	for i := range s.Skipped {
 		s.Skipped[i] = r.skipped[i].Load()
