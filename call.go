@@ -59,6 +59,12 @@ func (b *Bridge) Go(ctx context.Context, msg Message) *Call {
 		c.end(nil, err, nil)
 		return c
 	}
+	if err := ctx.Err(); err != nil { // nothing will be published
+		c.seq = b.seq.Add(1)
+		b.stats.publishErrors.Add(1)
+		c.complete(nil, b.publishError(c.topic, c.seq, err))
+		return c
+	}
 	deadline, hasDeadline := ctx.Deadline()
 	if !hasDeadline {
 		deadline = time.Now().Add(b.cfg.defaultTimeout)

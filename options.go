@@ -42,6 +42,15 @@ func DefaultHeaderNames() HeaderNames {
 	}
 }
 
+// reserved reports whether key is one of the names syncbridge sets.
+func (h *HeaderNames) reserved(key string) bool {
+	switch key {
+	case h.CorrelationID, h.ReplyTopic, h.ReplyPartition, h.Deadline, h.ErrorCode, h.ErrorDescription:
+		return true
+	}
+	return false
+}
+
 func (h HeaderNames) validate() error {
 	names := []string{h.CorrelationID, h.ReplyTopic, h.ReplyPartition, h.Deadline, h.ErrorCode, h.ErrorDescription}
 	seen := make(map[string]bool, len(names))

@@ -327,3 +327,71 @@ func TestSpringPartitionHeader(t *testing.T) {
 		t.Errorf("correlation %x, want %x echoed byte for byte", v, corr)
 	}
 }
+
+// TestForwardedHeaders: a handler that passes a request's headers on to
+// another request, and that reply's headers back, does not redirect either
+// reply: syncbridge's own headers are never taken from the caller.
+func TestForwardedHeaders(t *testing.T) {
+	tr := &memory.Transport{}
+	defer tr.Close()
+	inner, err := syncbridge.NewResponder(tr, "inner", func(ctx context.Context, req *syncbridge.Message) (syncbridge.Message, error) {
+		return syncbridge.Message{Value: []byte("inner"), Headers: req.Headers}, nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer inner.Close()
+	down, err := syncbridge.New(tr, syncbridge.WithReplyTopic("down.replies"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer down.Close()
+	outer, err := syncbridge.NewResponder(tr, "outer", func(ctx context.Context, req *syncbridge.Message) (syncbridge.Message, error) {
+		// Pass everything on, tracing headers and all.
+		r, err := down.Request(ctx, syncbridge.Message{Topic: "inner", Headers: req.Headers})
+		if err != nil {
+			return syncbridge.Message{}, err
+		}
+		return syncbridge.Message{Value: append([]byte("outer saw "), r.Value...), Headers: r.Headers}, nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer outer.Close()
+	b, err := syncbridge.New(tr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	reply, err := b.Request(ctxTimeout(t, 10*time.Second), syncbridge.Message{Topic: "outer",
+		Headers: []syncbridge.Header{{Key: "traceparent", Value: []byte("00-1")}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if string(reply.Value) != "outer saw inner" {
+		t.Errorf("reply %q, want %q", reply.Value, "outer saw inner")
+	}
+	if v, _ := reply.Header("traceparent"); string(v) != "00-1" {
+		t.Errorf("traceparent = %q, want it passed through", v)
+	}
+	if n := len(reply.Headers); n != 2 { // traceparent and the correlation ID
+		t.Errorf("reply headers %v, want traceparent and one correlation ID", reply.Headers)
+	}
+	if st := down.Stats(); st.Waiting != 0 || st.Replies != 1 {
+		t.Errorf("inner bridge %+v", st)
+	}
+}
+
+func TestGoWithEndedContext(t *testing.T) {
+	e := newEnv(t, nil)
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	for name, err := range map[string]error{
+		"Go":      func() error { _, err := e.b.Go(ctx, syncbridge.Message{Topic: "req"}).Result(); return err }(),
+		"Request": func() error { _, err := e.b.Request(ctx, syncbridge.Message{Topic: "req"}); return err }(),
+	} {
+		if !errors.Is(err, syncbridge.ErrPublish) || !errors.Is(err, context.Canceled) || errors.Is(err, syncbridge.ErrNoReply) {
+			t.Errorf("%s with an ended context: %v, want ErrPublish and Canceled", name, err)
+		}
+	}
+}

@@ -10,7 +10,8 @@ import (
 )
 
 // ReplyHandler handles one request for a Responder and returns the reply.
-// ctx carries the caller's deadline, when the request has one. req belongs
+// ctx carries the caller's deadline, or DefaultResponderTimeout from now
+// when the request has none. req belongs
 // to the handler. The reply's Topic and partition fields are ignored (the
 // Responder addresses it to the caller); its Key, Value and Headers are
 // sent. Return a *RemoteError (see NewRemoteError) to send an error reply
@@ -118,7 +119,12 @@ func (r *Responder) serve(_ context.Context, msg Message) {
 	r.handled.Add(1)
 	out := Message{Topic: ri.replyTo, Key: reply.Key, Value: reply.Value, Partition: ri.partition, UsePartition: ri.hasPartition}
 	h := &r.cfg.headers
-	out.Headers = append(in.hdrs[:0], reply.Headers...)
+	out.Headers = in.hdrs[:0]
+	for _, x := range reply.Headers {
+		if !h.reserved(x.Key) { // a handler passing on another reply's headers
+			out.Headers = append(out.Headers, x)
+		}
+	}
 	out.Headers = append(out.Headers, Header{Key: h.CorrelationID, Value: ri.id})
 	if err != nil {
 		r.failed.Add(1)

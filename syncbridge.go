@@ -31,7 +31,9 @@ type Message struct {
 	// Value is the payload.
 	Value []byte
 	// Headers are the message's headers, in order. Keys may repeat; the
-	// first occurrence wins when syncbridge reads one.
+	// first occurrence wins when syncbridge reads one. On a request (and a
+	// Responder's reply), headers named like syncbridge's own (HeaderNames)
+	// are dropped: syncbridge sets those.
 	Headers []Header
 	// Partition is the partition the message was delivered from, and, when
 	// UsePartition is true, the partition Publish must write it to.
@@ -109,8 +111,8 @@ type Subscription interface {
 
 // Errors returned by syncbridge. Compare with errors.Is: they are wrapped.
 var (
-	// ErrClosed is returned by Request, Go and Responder calls after Close
-	// or Shutdown, and wakes requests in flight when the Bridge closes.
+	// ErrClosed is returned by Request and Go after Close or Shutdown, and
+	// wakes requests in flight when the Bridge closes.
 	ErrClosed = errors.New("syncbridge: closed")
 	// ErrOverloaded is returned at once by Request and Go when the Bridge
 	// already has MaxInFlight requests in flight. Nothing was published: the
@@ -128,8 +130,8 @@ var (
 	ErrPending = errors.New("syncbridge: call in progress")
 	// ErrInvalidMessage is returned for a request without a topic.
 	ErrInvalidMessage = errors.New("syncbridge: invalid message")
-	// ErrMalformedHeader is returned when a header read off the wire cannot
-	// be decoded.
+	// ErrMalformedHeader is the error a SkippedRequestHook receives when a
+	// request's routing headers cannot be decoded.
 	ErrMalformedHeader = errors.New("syncbridge: malformed header")
 )
 
@@ -249,15 +251,25 @@ func New(t Transport, opts ...Option) (*Bridge, error) {
 
 // acquire admits a request, or says why not.
 func (b *Bridge) acquire() error {
-	n := b.inflight.Add(1)
+	if max := int64(b.cfg.maxInFlight); max > 0 {
+		for { // never count a request the limit refuses
+			n := b.inflight.Load()
+			if n >= max {
+				b.stats.overloaded.Add(1)
+				return ErrOverloaded
+			}
+			if b.inflight.CompareAndSwap(n, n+1) {
+				break
+			}
+		}
+	} else {
+		b.inflight.Add(1)
+	}
+	// Checked after counting, so that Shutdown, which sets stopping and
+	// then reads the count, never misses a request it should wait for.
 	if b.stopping.Load() {
 		b.release()
 		return ErrClosed
-	}
-	if b.cfg.maxInFlight > 0 && n > int64(b.cfg.maxInFlight) {
-		b.release()
-		b.stats.overloaded.Add(1)
-		return ErrOverloaded
 	}
 	return nil
 }
@@ -289,7 +301,11 @@ func (b *Bridge) outgoing(msg *Message, seq uint64, deadline time.Time) Message 
 	default:
 		hdrs, buf = make([]Header, 0, n), make([]byte, 0, outgoingBytes)
 	}
-	hdrs = append(hdrs, msg.Headers...)
+	for _, x := range msg.Headers {
+		if !h.reserved(x.Key) { // ours are set below, once
+			hdrs = append(hdrs, x)
+		}
+	}
 	buf = b.ids.appendID(buf, seq)
 	buf = appendDeadline(buf, deadline)
 	hdrs = append(hdrs,
@@ -404,38 +420,41 @@ func (b *Bridge) finish(r result) (*Message, error) {
 // onReply is the reply subscription's handler: it hands each reply to its
 // waiter, or drops it.
 func (b *Bridge) onReply(_ context.Context, msg Message) {
-	m := new(Message) // the caller's reply, if it is one
-	*m = msg
-	id, ok := m.Header(b.cfg.headers.CorrelationID)
+	id, ok := msg.Header(b.cfg.headers.CorrelationID)
 	switch {
 	case !ok:
-		b.drop(DropMalformed, m)
+		b.drop(DropMalformed, msg)
 		return
 	case !b.ids.own(id):
-		b.drop(DropForeign, m)
+		b.drop(DropForeign, msg)
 		return
 	}
 	seq, ok := b.ids.parse(id)
 	if !ok || seq == 0 || seq > b.seq.Load() {
-		b.drop(DropUnknown, m)
+		b.drop(DropUnknown, msg)
 		return
 	}
 	w, dup := b.reg.resolve(seq)
 	if w == nil {
 		if dup {
-			b.drop(DropDuplicate, m)
+			b.drop(DropDuplicate, msg)
 		} else {
-			b.drop(DropLate, m)
+			b.drop(DropLate, msg)
 		}
 		return
 	}
+	m := new(Message) // the caller's reply
+	*m = msg
 	w.deliver(result{msg: m})
 }
 
-func (b *Bridge) drop(reason DropReason, msg *Message) {
+func (b *Bridge) drop(reason DropReason, msg Message) {
 	b.stats.dropped[reason].Add(1)
-	for _, h := range b.hooks.dropped {
-		h.OnDroppedReply(reason, msg)
+	if len(b.hooks.dropped) > 0 {
+		m := msg // on the heap only when there are hooks
+		for _, h := range b.hooks.dropped {
+			h.OnDroppedReply(reason, &m)
+		}
 	}
 	if l := b.cfg.logger; l != nil && reason != DropForeign {
 		id, _ := msg.Header(b.cfg.headers.CorrelationID)

@@ -10,7 +10,7 @@ import (
 
 // This file encodes and decodes the headers syncbridge puts on the wire.
 // Everything here parses bytes from other processes: it returns errors,
-// never panics (see FuzzParseRequest and FuzzParseReply).
+// never panics (see FuzzParseRequest, FuzzReplyID and FuzzReplyError).
 
 // maxIDLen bounds the correlation ID a Responder accepts and echoes.
 const maxIDLen = 256

@@ -75,6 +75,12 @@ func (t *Transport) join(tp *topic, name string, h syncbridge.Handler) (syncbrid
 	close(g.changed)
 	g.changed = make(chan struct{})
 	g.mu.Unlock()
+	select {
+	case <-t.done: // Close may have collected the members before this one
+		m.Close()
+		return nil, ErrClosed
+	default:
+	}
 	return m, nil
 }
 

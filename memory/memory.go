@@ -91,6 +91,11 @@ type topic struct {
 }
 
 func (t *Transport) topic(name string) (*topic, error) {
+	select {
+	case <-t.done:
+		return nil, ErrClosed
+	default:
+	}
 	if tp, ok := t.byName.Load(name); ok { // the common case, without a lock
 		return tp.(*topic), nil
 	}
@@ -263,6 +268,12 @@ func (t *Transport) Subscribe(ctx context.Context, cfg syncbridge.SubscribeConfi
 	subs := append(slices.Clone(*tp.subs.Load()), s)
 	tp.subs.Store(&subs)
 	tp.mu.Unlock()
+	select {
+	case <-t.done: // Close may have collected the subscriptions before this one
+		s.Close()
+		return nil, ErrClosed
+	default:
+	}
 	return s, nil
 }
 
@@ -314,7 +325,9 @@ func (s *bsub) run() {
 		select {
 		case m := <-s.q:
 			s.h(s.ctx, m)
-		case <-s.done: // closed by Close, and by the transport's Close
+		case <-s.done:
+			return
+		case <-s.t.done: // also when Close missed a subscription being made
 			return
 		}
 	}

@@ -1,6 +1,8 @@
 package memory_test
 
 import (
+	"context"
+	"errors"
 	"fmt"
 	"sync/atomic"
 	"testing"
@@ -26,4 +28,42 @@ func TestConformance(t *testing.T) {
 		Topic:      func(*testing.T) string { return fmt.Sprintf("topic-%d", topics.Add(1)) },
 		Partitions: 4,
 	})
+}
+
+// TestUseAfterClose: after Close, Publish and Subscribe fail with ErrClosed
+// and no handler is called.
+func TestUseAfterClose(t *testing.T) {
+	tr := &memory.Transport{}
+	ctx := context.Background()
+	called := make(chan struct{}, 10)
+	h := func(context.Context, syncbridge.Message) { called <- struct{}{} }
+	for _, cfg := range []syncbridge.SubscribeConfig{{Topic: "t"}, {Topic: "t", Group: "g"}, {Topic: "t", Concurrent: true}} {
+		sub, err := tr.Subscribe(ctx, cfg, h)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer sub.Close()
+	}
+	if err := tr.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := tr.Publish(ctx, syncbridge.Message{Topic: "t"}); !errors.Is(err, memory.ErrClosed) {
+		t.Errorf("Publish after Close: %v, want ErrClosed", err)
+	}
+	for _, cfg := range []syncbridge.SubscribeConfig{{Topic: "t"}, {Topic: "t", Group: "g"}, {Topic: "t", Concurrent: true}, {Topic: "new"}} {
+		if sub, err := tr.Subscribe(ctx, cfg, h); !errors.Is(err, memory.ErrClosed) {
+			t.Errorf("Subscribe(%+v) after Close: %v, want ErrClosed", cfg, err)
+			if sub != nil {
+				sub.Close()
+			}
+		}
+	}
+	if err := tr.Close(); err != nil {
+		t.Errorf("second Close: %v", err)
+	}
+	select {
+	case <-called:
+		t.Error("a handler was called after Close")
+	default:
+	}
 }

@@ -46,10 +46,10 @@ func newResponder(t *testing.T, tr syncbridge.Transport, topic string, h syncbri
 
 func testBridgeRequestReply(t *testing.T, s Setup) {
 	tr, requests, replies := s.New(t), s.Topic(t), s.Topic(t)
+	deadlines := make(chan time.Time, 2)
 	newResponder(t, tr, requests, func(ctx context.Context, req *syncbridge.Message) (syncbridge.Message, error) {
-		if _, ok := ctx.Deadline(); !ok {
-			return syncbridge.Message{}, errors.New("no deadline propagated")
-		}
+		d, _ := ctx.Deadline()
+		deadlines <- d
 		if string(req.Value) == "fail" {
 			return syncbridge.Message{}, syncbridge.NewRemoteError("not_found", "no such item")
 		}
@@ -61,6 +61,12 @@ func testBridgeRequestReply(t *testing.T, s Setup) {
 	reply, err := b.Request(ctx, syncbridge.Message{Topic: requests, Value: []byte("hello")})
 	if err != nil {
 		t.Fatalf("Request: %v", err)
+	}
+	// The handler's context carries the caller's deadline, to the
+	// millisecond the header carries.
+	want, _ := ctx.Deadline()
+	if got := <-deadlines; !got.Equal(time.UnixMilli(want.UnixMilli())) {
+		t.Errorf("handler deadline %v, want the caller's %v", got, want)
 	}
 	if string(reply.Value) != "re: hello" {
 		t.Errorf("reply %q, want %q", reply.Value, "re: hello")
