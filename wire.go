@@ -69,16 +69,31 @@ type requestInfo struct {
 // over and over, and converting each costs an allocation.
 func parseRequest(msg *Message, h *HeaderNames, last *atomic.Pointer[string]) (requestInfo, error) {
 	var ri requestInfo
-	id, ok := msg.Header(h.CorrelationID)
-	if !ok || len(id) == 0 {
+	// One pass over the headers; the first of each name wins, as in
+	// Message.Header.
+	var id, to, part, dl []byte
+	var hasID, hasTo, hasPart, hasDL bool
+	for i := range msg.Headers {
+		x := &msg.Headers[i]
+		switch {
+		case x.Key == h.CorrelationID && !hasID:
+			id, hasID = x.Value, true
+		case x.Key == h.ReplyTopic && !hasTo:
+			to, hasTo = x.Value, true
+		case x.Key == h.ReplyPartition && !hasPart:
+			part, hasPart = x.Value, true
+		case x.Key == h.Deadline && !hasDL:
+			dl, hasDL = x.Value, true
+		}
+	}
+	if len(id) == 0 {
 		return ri, fmt.Errorf("%w: no %s header", ErrMalformedHeader, h.CorrelationID)
 	}
 	if len(id) > maxIDLen {
 		return ri, fmt.Errorf("%w: %s header of %d bytes, limit %d", ErrMalformedHeader, h.CorrelationID, len(id), maxIDLen)
 	}
 	ri.id = id
-	to, ok := msg.Header(h.ReplyTopic)
-	if !ok || len(to) == 0 {
+	if len(to) == 0 {
 		return ri, fmt.Errorf("%w: no %s header", ErrMalformedHeader, h.ReplyTopic)
 	}
 	if len(to) > 249 { // Kafka's topic name limit
@@ -93,15 +108,15 @@ func parseRequest(msg *Message, h *HeaderNames, last *atomic.Pointer[string]) (r
 		last.Store(&topic)
 		ri.replyTo = topic
 	}
-	if b, ok := msg.Header(h.ReplyPartition); ok {
-		p, err := decodeReplyPartition(b)
+	if hasPart {
+		p, err := decodeReplyPartition(part)
 		if err != nil {
 			return ri, err
 		}
 		ri.partition, ri.hasPartition = p, true
 	}
-	if b, ok := msg.Header(h.Deadline); ok {
-		d, err := decodeDeadline(b)
+	if hasDL {
+		d, err := decodeDeadline(dl)
 		if err != nil {
 			return ri, err
 		}
