@@ -90,7 +90,7 @@ func gitCommit() string {
 		return "unknown"
 	}
 	c := strings.TrimSpace(string(out))
-	if st, err := exec.Command("git", "status", "--porcelain", "--untracked-files=no", "--", "..", ":!BENCHMARKS.md", ":!bench/results.json", ":!bench/latency.svg").Output(); err == nil && len(strings.TrimSpace(string(st))) > 0 {
+	if st, err := exec.Command("git", "status", "--porcelain", "--untracked-files=no", "--", ":(top)", ":(top,exclude)BENCHMARKS.md", ":(top,exclude)bench/results.json", ":(top,exclude)bench/latency.svg").Output(); err == nil && len(strings.TrimSpace(string(st))) > 0 {
 		c += " (work tree has uncommitted changes)"
 	}
 	return c
