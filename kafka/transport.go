@@ -302,6 +302,19 @@ func (t *Transport) topicMeta(ctx context.Context, topic string) (*topicMeta, er
 		}
 		// Ask the broker itself: the cache may not know a new topic yet.
 		m, err = t.loadTopicMeta(ctx, topic, true)
+		// A topic just created, here or by another process starting at the
+		// same time, takes a moment to appear in the broker's metadata:
+		// wait for it, within ctx.
+		for pause := t.cfg.retryBackoff; t.cfg.createTopics && errors.Is(err, ErrUnknownTopic); pause = min(2*pause, t.cfg.maxRetryBackoff) {
+			timer := time.NewTimer(pause)
+			select {
+			case <-ctx.Done():
+				timer.Stop()
+				return nil, fmt.Errorf("%w (waiting for it to appear: %w)", err, ctx.Err())
+			case <-timer.C:
+			}
+			m, err = t.loadTopicMeta(ctx, topic, true)
+		}
 	}
 	if err != nil {
 		return nil, err
