@@ -100,8 +100,10 @@ func TestReorderedReplies(t *testing.T) {
 		}
 		return memory.Deliver
 	})
-	first := e.b.Go(ctxTimeout(t, 10*time.Second), syncbridge.Message{Topic: "req", Value: []byte("first")})
-	second, err := e.b.Request(ctxTimeout(t, 10*time.Second), syncbridge.Message{Topic: "req", Value: []byte("second")})
+	// One key: one partition, handled in order, so the first reply
+	// published is the first request's.
+	first := e.b.Go(ctxTimeout(t, 10*time.Second), syncbridge.Message{Topic: "req", Key: []byte("k"), Value: []byte("first")})
+	second, err := e.b.Request(ctxTimeout(t, 10*time.Second), syncbridge.Message{Topic: "req", Key: []byte("k"), Value: []byte("second")})
 	if err != nil || string(second.Value) != "second" {
 		t.Fatalf("second = %v, %v", second, err)
 	}
