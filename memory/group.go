@@ -10,17 +10,16 @@ import (
 )
 
 // group is a consumer group of a topic: one queue and one worker goroutine
-// per partition, and one queue of keyless messages shared by the workers.
-// Each worker hands its messages, in order, to the member its partition is
-// assigned to (partition modulo the number of members). Keyless messages,
-// which have no order to keep, go to whichever worker is free, so that no
-// message waits behind a busy partition while another is idle.
+// per partition. Each worker hands its messages, in order, to the member its
+// partition is assigned to (partition modulo the number of members).
+// Keyless messages, which have no order to keep, go to the shortest queue,
+// so that none waits behind a busy partition while another is idle.
 type group struct {
 	t      *Transport
 	tp     *topic
 	name   string
-	parts  []chan syncbridge.Message // keyed and pinned messages, by partition
-	shared chan syncbridge.Message   // keyless messages, for any partition worker
+	parts  []chan syncbridge.Message // one queue per partition worker
+	exited []chan struct{}           // closed when each worker returns
 
 	mu      sync.Mutex                // protects changes to members, and changed
 	members atomic.Pointer[[]*member] // read without mu
@@ -51,19 +50,28 @@ func (t *Transport) join(tp *topic, name string, h syncbridge.Handler) (syncbrid
 		}
 	}
 	if g == nil {
-		g = &group{t: t, tp: tp, name: name, changed: make(chan struct{}), shared: make(chan syncbridge.Message, t.QueueSize)}
+		g = &group{t: t, tp: tp, name: name, changed: make(chan struct{})}
 		g.members.Store(new([]*member))
 		for range t.Partitions {
 			g.parts = append(g.parts, make(chan syncbridge.Message, t.QueueSize))
+			g.exited = append(g.exited, make(chan struct{}))
 		}
 		for p := range g.parts {
 			if !t.start(func() { g.run(p) }) {
 				tp.mu.Unlock()
+				g.stop()
 				return nil, ErrClosed
 			}
 		}
 		gs := append(slices.Clone(*tp.groups.Load()), g)
 		tp.groups.Store(&gs)
+		select {
+		case <-t.done: // Close may have looked for groups before this one
+			tp.mu.Unlock()
+			g.stop()
+			return nil, ErrClosed
+		default:
+		}
 	}
 	tp.mu.Unlock()
 
@@ -84,15 +92,15 @@ func (t *Transport) join(tp *topic, name string, h syncbridge.Handler) (syncbrid
 	return m, nil
 }
 
-// run serves partition p until the transport closes.
+// run serves partition p until the transport closes. It waits with a
+// plain receive, the cheapest wait there is; Close stops it with a message
+// that has no topic, which Publish never queues.
 func (g *group) run(p int) {
+	defer close(g.exited[p])
 	q := g.parts[p]
 	for {
-		var msg syncbridge.Message
-		select {
-		case msg = <-q:
-		case msg = <-g.shared: // keyless: whichever worker is free
-		case <-g.t.done:
+		msg := <-q
+		if msg.Topic == "" {
 			return
 		}
 		for !g.handOver(p, msg) {
@@ -161,4 +169,25 @@ func (m *member) Close() error {
 	})
 	m.active.Wait()
 	return nil
+}
+
+// stop makes every worker of g return, once the transport is closed.
+func (g *group) stop() {
+	for p, q := range g.parts {
+		select {
+		case q <- syncbridge.Message{}:
+		case <-g.exited[p]: // returned by itself (see run)
+		}
+	}
+}
+
+// shortest returns the partition whose queue is shortest.
+func (g *group) shortest() int32 {
+	best, n := 0, len(g.parts[0])
+	for p := 1; p < len(g.parts) && n > 0; p++ {
+		if l := len(g.parts[p]); l < n {
+			best, n = p, l
+		}
+	}
+	return int32(best)
 }

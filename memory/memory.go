@@ -210,7 +210,7 @@ func (t *Transport) deliver(ctx context.Context, tp *topic, msg syncbridge.Messa
 	for _, g := range *tp.groups.Load() {
 		q := g.parts[msg.Partition]
 		if keyless {
-			q = g.shared
+			q = g.parts[g.shortest()]
 		}
 		select {
 		case q <- msg:
@@ -366,7 +366,9 @@ func (t *Transport) Close() error {
 	close(t.done)
 	var subs []*bsub
 	var members []*member
+	topics := make([]*topic, 0, len(t.topics))
 	for _, tp := range t.topics {
+		topics = append(topics, tp)
 		subs = append(subs, *tp.subs.Load()...)
 		for _, g := range *tp.groups.Load() {
 			members = append(members, *g.members.Load()...)
@@ -378,6 +380,11 @@ func (t *Transport) Close() error {
 	}
 	for _, m := range members {
 		m.Close()
+	}
+	for _, tp := range topics {
+		for _, g := range *tp.groups.Load() {
+			g.stop()
+		}
 	}
 	t.wg.Wait()
 	return nil
