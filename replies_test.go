@@ -72,6 +72,9 @@ func TestLateReplyDropped(t *testing.T) {
 			t.Fatalf("Request = %v, want ErrNoReply and DeadlineExceeded", err)
 		}
 		synctest.Wait() // the responder has handled it and published the reply
+		if n := e.tr.Held(); n != 1 {
+			t.Fatalf("%d messages held, want the one reply", n)
+		}
 		e.tr.SetFaults(nil)
 		if n, err := e.tr.Release(context.Background()); n != 1 || err != nil {
 			t.Fatalf("Release = %d, %v; want 1 held reply", n, err)

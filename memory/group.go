@@ -65,12 +65,10 @@ func (t *Transport) join(tp *topic, name string, h syncbridge.Handler) (syncbrid
 		}
 		gs := append(slices.Clone(*tp.groups.Load()), g)
 		tp.groups.Store(&gs)
-		select {
-		case <-t.done: // Close may have looked for groups before this one
+		if t.isClosed() { // Close may have looked for groups before this one
 			tp.mu.Unlock()
 			g.stop()
 			return nil, ErrClosed
-		default:
 		}
 	}
 	tp.mu.Unlock()
@@ -83,11 +81,9 @@ func (t *Transport) join(tp *topic, name string, h syncbridge.Handler) (syncbrid
 	close(g.changed)
 	g.changed = make(chan struct{})
 	g.mu.Unlock()
-	select {
-	case <-t.done: // Close may have collected the members before this one
+	if t.isClosed() { // Close may have collected the members before this one
 		m.Close()
 		return nil, ErrClosed
-	default:
 	}
 	return m, nil
 }

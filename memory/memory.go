@@ -91,10 +91,8 @@ type topic struct {
 }
 
 func (t *Transport) topic(name string) (*topic, error) {
-	select {
-	case <-t.done:
+	if t.isClosed() {
 		return nil, ErrClosed
-	default:
 	}
 	if tp, ok := t.byName.Load(name); ok { // the common case, without a lock
 		return tp.(*topic), nil
@@ -268,13 +266,22 @@ func (t *Transport) Subscribe(ctx context.Context, cfg syncbridge.SubscribeConfi
 	subs := append(slices.Clone(*tp.subs.Load()), s)
 	tp.subs.Store(&subs)
 	tp.mu.Unlock()
-	select {
-	case <-t.done: // Close may have collected the subscriptions before this one
+	if t.isClosed() { // Close may have collected the subscriptions before this one
 		s.Close()
 		return nil, ErrClosed
-	default:
 	}
 	return s, nil
+}
+
+// isClosed reports whether Close has begun. Registrations check it after
+// registering, since Close may have collected what was registered before.
+func (t *Transport) isClosed() bool {
+	select {
+	case <-t.done:
+		return true
+	default:
+		return false
+	}
 }
 
 // start runs f in a goroutine of the transport, unless it is closed.
