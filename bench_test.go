@@ -7,7 +7,6 @@ import (
 	"time"
 
 	"github.com/syncbridge/syncbridge"
-	"github.com/syncbridge/syncbridge/internal/floor"
 	"github.com/syncbridge/syncbridge/memory"
 )
 
@@ -60,18 +59,6 @@ func BenchmarkRequest(b *testing.B) {
 	defer br.Close()
 	runSeqPar(b, func(ctx context.Context) error {
 		_, err := br.Request(ctx, syncbridge.Message{Topic: "req", Value: benchPayload})
-		return err
-	})
-}
-
-// BenchmarkFloor measures the minimal hand-written bridge of
-// internal/floor, with as many responders as the memory transport has
-// partitions: the floor on this hardware.
-func BenchmarkFloor(b *testing.B) {
-	f := floor.New(memory.DefaultPartitions, func(p []byte) []byte { return p })
-	defer f.Close()
-	runSeqPar(b, func(ctx context.Context) error {
-		_, err := f.Request(ctx, benchPayload)
 		return err
 	})
 }

@@ -15,7 +15,7 @@ import (
 	"github.com/nats-io/nats.go"
 
 	"github.com/syncbridge/syncbridge"
-	"github.com/syncbridge/syncbridge/internal/floor"
+	"github.com/syncbridge/syncbridge/bench/internal/floor"
 	"github.com/syncbridge/syncbridge/memory"
 )
 
