@@ -69,4 +69,3 @@ const (
 	// CodePanic is sent when a handler panics.
 	CodePanic = "panic"
 )
-

@@ -141,4 +141,3 @@ type Subscription interface {
 	// idempotent.
 	Close() error
 }
-
