@@ -47,12 +47,12 @@ func runSeqPar(b *testing.B, f func(ctx context.Context) error) {
 func BenchmarkRequest(b *testing.B) {
 	tr := &memory.Transport{}
 	defer tr.Close()
-	r, err := syncbridge.NewResponder(tr, "req", echo)
+	r, err := syncbridge.NewResponder(context.Background(), tr, "req", echo)
 	if err != nil {
 		b.Fatal(err)
 	}
 	defer r.Close()
-	br, err := syncbridge.New(tr)
+	br, err := syncbridge.New(context.Background(), tr)
 	if err != nil {
 		b.Fatal(err)
 	}

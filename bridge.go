@@ -24,43 +24,38 @@ type Bridge struct {
 	sub     Subscription
 	replyTo []byte // cfg.replyTopic as a header value
 
-	seq       atomic.Uint64 // last sequence number issued
-	inflight  atomic.Int64  // requests between acquire and release
-	part      atomic.Uint32 // round-robin index into cfg.replyParts
-	stopping  atomic.Bool   // Shutdown or Close began: no new requests
+	async     AsyncPublisher // t, when it publishes asynchronously
+	seq       atomic.Uint64  // last sequence number issued
+	inflight  atomic.Int64   // requests between acquire and release
+	part      atomic.Uint32  // round-robin index into cfg.replyParts
+	stopping  atomic.Bool    // Shutdown or Close began: no new requests
 	closeOnce sync.Once
 	closeErr  error
 	idleOnce  sync.Once
 	idle      chan struct{} // closed when stopping and nothing is in flight
 	stats     counters
-	// waiters recycles the waiters of Request. It belongs to the Bridge,
-	// not the package, so that a Bridge's channels stay in the
-	// testing/synctest bubble that made it.
-	waiters sync.Pool
+	// chans and timers recycle what Request waits on. They belong to the
+	// Bridge, not the package, so that a Bridge's channels and timers stay
+	// in the testing/synctest bubble that made it.
+	chans  sync.Pool
+	timers sync.Pool
 }
 
 // New returns a Bridge that publishes over t. It subscribes to its reply
 // topic and returns only once that subscription is positioned, so that no
-// reply can arrive before the Bridge is ready for it. Subscribing takes at
-// most the default timeout (see WithDefaultTimeout).
-func New(t Transport, opts ...Option) (*Bridge, error) {
+// reply can arrive before the Bridge is ready for it; ctx bounds that
+// subscription (on Kafka: metadata and offset lookups). opts must be
+// options that apply to a Bridge (BridgeOption); New fails on others.
+func New(ctx context.Context, t Transport, opts ...Option) (*Bridge, error) {
 	if t == nil {
 		return nil, errors.New("syncbridge: New: nil Transport")
 	}
 	cfg := defaultConfig()
-	for _, o := range opts {
-		if o != nil {
-			o.applyBridge(&cfg)
-		}
-	}
-	if err := cfg.headers.validate(); err != nil {
+	if err := applyOptions(&cfg, opts, true); err != nil {
 		return nil, err
 	}
 	if cfg.replyTopic == "" {
 		return nil, errors.New("syncbridge: New: empty reply topic")
-	}
-	if cfg.defaultTimeout <= 0 {
-		return nil, fmt.Errorf("syncbridge: New: default timeout %v is not positive", cfg.defaultTimeout)
 	}
 	if cfg.maxInFlight < 0 {
 		return nil, fmt.Errorf("syncbridge: New: max in flight %d is negative", cfg.maxInFlight)
@@ -70,18 +65,23 @@ func New(t Transport, opts ...Option) (*Bridge, error) {
 			return nil, fmt.Errorf("syncbridge: New: negative reply partition %d", p)
 		}
 	}
+	h, _ := newHooks(cfg.hooks) // checked by applyOptions
 	b := &Bridge{
 		t:       t,
 		cfg:     cfg,
-		hooks:   newHooks(cfg.hooks),
+		hooks:   h,
 		ids:     newIDGen(),
 		reg:     newRegistry(),
 		replyTo: []byte(cfg.replyTopic),
 		idle:    make(chan struct{}),
 	}
-	b.waiters.New = func() any { return &waiter{ch: make(chan result, 1)} }
-	ctx, cancel := context.WithTimeout(context.Background(), cfg.defaultTimeout)
-	defer cancel()
+	b.async, _ = t.(AsyncPublisher)
+	b.chans.New = func() any { return make(chan struct{}, 1) }
+	b.timers.New = func() any {
+		t := time.NewTimer(time.Hour)
+		t.Stop()
+		return t
+	}
 	sub, err := t.Subscribe(ctx, SubscribeConfig{Topic: cfg.replyTopic, Partitions: cfg.replyParts, Concurrent: true}, b.onReply)
 	if err != nil {
 		return nil, fmt.Errorf("syncbridge: subscribe to reply topic %q: %w", cfg.replyTopic, err)
@@ -96,7 +96,6 @@ func (b *Bridge) acquire() error {
 		for { // never count a request the limit refuses
 			n := b.inflight.Load()
 			if n >= max {
-				b.stats.overloaded.Add(1)
 				return ErrOverloaded
 			}
 			if b.inflight.CompareAndSwap(n, n+1) {
@@ -123,32 +122,24 @@ func (b *Bridge) release() {
 }
 
 // outgoing returns the message to publish for msg: a copy with the
-// correlation ID, reply address and deadline added to a new header slice.
-// The caller's message and its header slice are left untouched.
-func (b *Bridge) outgoing(msg *Message, seq uint64, deadline time.Time) Message {
+// correlation ID, reply address and deadline added to a new header slice,
+// kept in c. The caller's message and its header slice are left untouched.
+func (b *Bridge) outgoing(c *Call, msg *Message) Message {
 	h := &b.cfg.headers
-	n := len(msg.Headers) + 4
-	// One allocation for the headers and the bytes of ours, sized for the
-	// common cases: every byte allocated per request costs GC time.
 	var hdrs []Header
-	var buf []byte
-	switch {
-	case n <= 4:
-		o := new(outgoingBuf[[4]Header])
-		hdrs, buf = o.hdrs[:0], o.buf[:0]
-	case n <= 8:
-		o := new(outgoingBuf[[8]Header])
-		hdrs, buf = o.hdrs[:0], o.buf[:0]
-	default:
-		hdrs, buf = make([]Header, 0, n), make([]byte, 0, outgoingBytes)
+	buf := c.hdrs.buf[:0]
+	if n := len(msg.Headers) + 4; n <= len(c.hdrs.hdrs) {
+		hdrs = c.hdrs.hdrs[:0]
+	} else {
+		hdrs = make([]Header, 0, n)
 	}
 	for _, x := range msg.Headers {
 		if !h.reserved(x.Key) { // ours are set below, once
 			hdrs = append(hdrs, x)
 		}
 	}
-	buf = b.ids.appendID(buf, seq)
-	buf = appendDeadline(buf, deadline)
+	buf = b.ids.appendID(buf, c.seq)
+	buf = appendDeadline(buf, c.deadline)
 	hdrs = append(hdrs,
 		Header{Key: h.CorrelationID, Value: buf[:idLen:idLen]},
 		Header{Key: h.ReplyTopic, Value: b.replyTo},
@@ -166,96 +157,79 @@ func (b *Bridge) outgoing(msg *Message, seq uint64, deadline time.Time) Message 
 // ID, deadline and reply partition.
 const outgoingBytes = idLen + 20 + 4
 
-// outgoingBuf is the memory of a request's headers, allocated at once.
-type outgoingBuf[H [4]Header | [8]Header] struct {
-	hdrs H
+// outgoingBuf is the memory of a request's headers, part of its Call.
+type outgoingBuf struct {
+	hdrs [4]Header
 	buf  [outgoingBytes]byte
 }
 
-// Request publishes msg to msg.Topic and waits for its reply.
+// Request publishes msg to msg.Topic and waits for its reply. It is Go
+// followed by a wait for the Call: the same inputs give the same outcome.
 //
 // ctx bounds the whole request; when it has no deadline, the default
 // timeout applies (see WithDefaultTimeout). The deadline travels with the
 // request, so that a responder can skip a request its caller gave up on.
 //
-// Request returns the reply, or an error that says what happened:
-// ErrOverloaded or ErrClosed before anything was sent; ErrPublish (wrapping
-// the transport's error) when the request could not be published, so that
-// it is safe to retry; ErrNoReply together with ctx's error
-// (context.DeadlineExceeded or context.Canceled) when it was published but
-// no reply came in time; a *RemoteError when the responder replied with an
-// error; ErrClosed when the Bridge closed while waiting.
+// Request returns the reply, or an error that says what happened (see the
+// README's error table):
+//   - ErrInvalidMessage, ErrOverloaded or ErrClosed: refused, nothing sent;
+//   - ErrPublish, wrapping the transport's error (and ctx's error when ctx
+//     ended first): certainly not sent, safe to retry;
+//   - ErrNoReply together with ctx's error (context.DeadlineExceeded or
+//     context.Canceled): sent, or maybe sent, and no reply came in time:
+//     the responder may have run it, so retry only idempotent requests;
+//   - a *RemoteError: the responder replied with an error;
+//   - ErrClosed: the Bridge closed while the request waited (it may have
+//     run).
 func (b *Bridge) Request(ctx context.Context, msg Message) (*Message, error) {
-	if msg.Topic == "" {
-		return nil, fmt.Errorf("%w: no topic", ErrInvalidMessage)
-	}
-	if err := b.acquire(); err != nil {
-		return nil, err
-	}
-	defer b.release()
-	deadline, ok := ctx.Deadline()
-	if !ok {
-		var cancel context.CancelFunc
-		deadline = time.Now().Add(b.cfg.defaultTimeout)
-		ctx, cancel = context.WithDeadline(ctx, deadline)
-		defer cancel()
-	}
-	seq := b.seq.Add(1)
-	out := b.outgoing(&msg, seq, deadline)
-	w := b.waiters.Get().(*waiter)
-	if !b.reg.add(seq, w) {
-		b.waiters.Put(w)
-		return nil, ErrClosed
-	}
-	if err := b.t.Publish(ctx, out); err != nil {
-		if b.reg.remove(seq) == nil {
-			// A reply (or Close) beat the publish error: take it.
-			r := <-w.ch
-			b.waiters.Put(w)
-			return b.finish(r)
-		}
-		b.waiters.Put(w)
-		b.stats.publishErrors.Add(1)
-		return nil, b.publishError(out.Topic, seq, err)
-	}
+	c := &Call{b: b, topic: msg.Topic, parent: ctx}
+	c.ch = b.chans.Get().(chan struct{})
+	b.start(c, &msg, false)
+	// Wait as Go's watchers would: ctx, or the default timeout.
 	select {
-	case r := <-w.ch:
-		b.waiters.Put(w)
-		return b.finish(r)
-	case <-ctx.Done():
-		if b.reg.remove(seq) == nil {
-			// Resolved while we gave up: the result is in the channel
-			// or about to be.
-			r := <-w.ch
-			b.waiters.Put(w)
-			return b.finish(r)
+	case <-c.ch:
+	default:
+		var timer *time.Timer
+		var expiry <-chan time.Time
+		if _, ok := ctx.Deadline(); !ok {
+			timer = b.timers.Get().(*time.Timer)
+			timer.Reset(time.Until(c.deadline))
+			expiry = timer.C
 		}
-		b.waiters.Put(w)
-		return nil, b.noReply(out.Topic, seq, ctx.Err())
+		select {
+		case <-c.ch:
+		case <-ctx.Done():
+			c.expire(ctx.Err())
+			<-c.ch
+		case <-expiry:
+			c.expire(context.DeadlineExceeded)
+			<-c.ch
+		}
+		if timer != nil {
+			timer.Stop()
+			b.timers.Put(timer)
+		}
 	}
+	b.chans.Put(c.ch) // end sent its one wake-up: the channel is empty again
+	return c.reply, c.err
 }
 
-func (b *Bridge) publishError(topic string, seq uint64, err error) error {
-	return fmt.Errorf("%w to %q (correlation %s): %w", ErrPublish, topic, b.ids.appendID(nil, seq), err)
+// errNoTopic is the error of a request without a topic.
+var errNoTopic = fmt.Errorf("%w: no topic", ErrInvalidMessage)
+
+// publishError builds the error of a request that was certainly not sent.
+func (b *Bridge) publishError(c *Call, err error) error {
+	return fmt.Errorf("%w to %q (correlation %s): %w", ErrPublish, c.topic, b.ids.appendID(nil, c.seq), err)
 }
 
-// noReply builds the error of a request that got no reply.
-func (b *Bridge) noReply(topic string, seq uint64, err error) error {
-	b.stats.noReply.Add(1)
-	return fmt.Errorf("%w from %q (correlation %s): %w", ErrNoReply, topic, b.ids.appendID(nil, seq), err)
-}
-
-// finish turns a waiter's result into Request's return values.
-func (b *Bridge) finish(r result) (*Message, error) {
-	if r.err != nil {
-		return nil, r.err
+// noReply builds the error of a request that was sent, or maybe sent, and
+// got no reply before cause (the context's error) ended it. pubErr, when
+// not nil, is why the transport could not confirm that it was sent.
+func (b *Bridge) noReply(c *Call, cause, pubErr error) error {
+	if pubErr != nil && !errors.Is(pubErr, cause) {
+		return fmt.Errorf("%w from %q (correlation %s): %w (publish: %w)", ErrNoReply, c.topic, b.ids.appendID(nil, c.seq), cause, pubErr)
 	}
-	if re := parseReplyError(r.msg, &b.cfg.headers); re != nil {
-		b.stats.remoteErrors.Add(1)
-		return nil, re
-	}
-	b.stats.replies.Add(1)
-	return r.msg, nil
+	return fmt.Errorf("%w from %q (correlation %s): %w", ErrNoReply, c.topic, b.ids.appendID(nil, c.seq), cause)
 }
 
 // onReply is the reply subscription's handler: it hands each reply to its
@@ -275,8 +249,8 @@ func (b *Bridge) onReply(_ context.Context, msg Message) {
 		b.drop(DropUnknown, msg)
 		return
 	}
-	w, dup := b.reg.resolve(seq)
-	if w == nil {
+	c, dup := b.reg.resolve(seq)
+	if c == nil {
 		if dup {
 			b.drop(DropDuplicate, msg)
 		} else {
@@ -286,7 +260,11 @@ func (b *Bridge) onReply(_ context.Context, msg Message) {
 	}
 	m := new(Message) // the caller's reply
 	*m = msg
-	w.deliver(result{msg: m})
+	if re := parseReplyError(m, &b.cfg.headers); re != nil {
+		c.end(nil, re, outRemote)
+		return
+	}
+	c.end(m, nil, outReply)
 }
 
 func (b *Bridge) drop(reason DropReason, msg Message) {
@@ -310,8 +288,8 @@ func (b *Bridge) drop(reason DropReason, msg Message) {
 func (b *Bridge) Close() error {
 	b.closeOnce.Do(func() {
 		b.stopping.Store(true)
-		for _, w := range b.reg.close() {
-			w.deliver(result{err: ErrClosed})
+		for _, c := range b.reg.close() {
+			c.end(nil, ErrClosed, outClosed)
 		}
 		b.closeErr = b.sub.Close()
 		if b.inflight.Load() == 0 {
@@ -341,7 +319,3 @@ func (b *Bridge) Shutdown(ctx context.Context) error {
 	}
 	return err
 }
-
-// InFlight returns the number of requests in flight: started, and not yet
-// returned (Request) or completed (Go).
-func (b *Bridge) InFlight() int { return int(b.inflight.Load()) }

@@ -2,161 +2,253 @@ package syncbridge
 
 import (
 	"context"
-	"fmt"
+	"errors"
 	"sync"
-	"sync/atomic"
 	"time"
 )
 
 // Call is a request started by Go. It ends once, when the first of these
-// happens: its reply arrives, its context ends (its own expiry), it is
-// cancelled, or the Bridge closes. Its methods are safe for concurrent use.
+// happens: its reply arrives, its context ends or its default timeout
+// passes, it is cancelled, the transport reports that it could not be sent,
+// or the Bridge closes. Its methods are safe for concurrent use.
 //
 // A caller may stop waiting for a Call and keep it, to look at it later:
 // this is how a server answers 202 Accepted when a reply is slow, and serves
 // the outcome when the client polls. A Call waiting for its reply costs a
 // few hundred bytes and no goroutine.
 type Call struct {
-	b     *Bridge
-	seq   uint64 // 0 when the Call ended before it was registered
-	topic string
-	w     waiter
-	ctx   context.Context
-	state atomic.Bool // the Call ended, or is ending
+	b        *Bridge
+	seq      uint64 // 0 when the Call ended before it was given one
+	topic    string
+	parent   context.Context // the caller's context
+	deadline time.Time       // the parent's, or the default timeout's
+	acquired bool            // admitted by acquire: end releases the slot
 
-	stop     func() bool // stops the context.AfterFunc watching ctx; nil if none
-	timer    *time.Timer // the default timeout when ctx has no deadline; nil if none
-	timedOut atomic.Bool // timer fired
+	// Set before the Call is shared, read-only after.
+	ch chan struct{} // Request's wake-up, capacity 1; nil for Go
 
-	mu    sync.Mutex    // protects done and ended
-	done  chan struct{} // made when first asked for
-	ended bool          // reply and err are final
+	mu         sync.Mutex // protects the fields below, and those of x
+	publishing bool       // handed to the transport, verdict not known yet
+	ended      bool       // reply and err are final
+	watching   bool       // watch ran
+	done       chan struct{}
+	reply      *Message
+	err        error
+	x          *callExtra // what few Calls need; nil until one does
 
-	// reply and err are written once, before ended is set.
-	reply *Message
-	err   error
+	hdrs outgoingBuf // the request's headers, for up to 4 of them
+}
+
+// callExtra holds the state of a Call that only some Calls need: those
+// that watch their context themselves (Go), whose transport watches the
+// context the Call gave it, or whose publish failed or expired.
+type callExtra struct {
+	expired error         // why the Call expired while publishing
+	pubErr  error         // a publish error that left the request maybe sent
+	stop    func() bool   // stops the context.AfterFunc watching parent
+	timer   *time.Timer   // the default timeout, when parent has no deadline
+	ctxErr  error         // the transport context's error, once it ended
+	ctxDone chan struct{} // the transport context's Done
+	afters  []*afterFunc  // the transport context's AfterFuncs
+}
+
+// extra returns c.x, making it if needed. c.mu must be held.
+func (c *Call) extra() *callExtra {
+	if c.x == nil {
+		c.x = new(callExtra)
+	}
+	return c.x
 }
 
 // closedChan is the Done channel of a Call that ended before anyone asked.
 var closedChan = func() chan struct{} { c := make(chan struct{}); close(c); return c }()
 
-// Go starts a request and returns its Call. Go returns once the request is
-// published (or publishing failed, or it was refused): the Call may already
-// be done. ctx bounds the publish and the Call's life: the Call ends with
-// ErrNoReply when ctx ends first. When ctx has no deadline, the default
-// timeout applies. To let a Call outlive an HTTP request, derive ctx with
+// Go starts a request and returns its Call, which says how it ended once
+// it has. Go returns as soon as the request is handed to the transport
+// (or refused): it does not wait for the broker's acknowledgement, and the
+// Call may already be done. ctx bounds the Call's life: the Call ends when
+// ctx ends first. When ctx has no deadline, the default timeout applies.
+// To let a Call outlive an HTTP request, derive ctx with
 // context.WithoutCancel.
 //
-// The Call's errors are those of Request.
+// Request is Go followed by a wait: for the same inputs, a Call ends with
+// the error Request would return, and counts in the same Stats field.
 func (b *Bridge) Go(ctx context.Context, msg Message) *Call {
-	c := &Call{b: b, topic: msg.Topic, ctx: ctx}
-	c.w.call = c
-	if msg.Topic == "" {
-		c.end(nil, fmt.Errorf("%w: no topic", ErrInvalidMessage), nil)
-		return c
-	}
-	if err := b.acquire(); err != nil {
-		c.end(nil, err, nil)
-		return c
-	}
-	if err := ctx.Err(); err != nil { // nothing will be published
-		c.seq = b.seq.Add(1)
-		b.stats.publishErrors.Add(1)
-		c.complete(nil, b.publishError(c.topic, c.seq, err))
-		return c
-	}
-	deadline, hasDeadline := ctx.Deadline()
-	if !hasDeadline {
-		deadline = time.Now().Add(b.cfg.defaultTimeout)
-	}
-	c.seq = b.seq.Add(1)
-	out := b.outgoing(&msg, c.seq, deadline)
-	// Watch for the end before registering, so that complete never races
-	// with setting stop and timer; an end before add is caught after it.
-	// No context or timer of our own: a Call that waits costs little.
-	if ctx.Done() != nil {
-		c.stop = context.AfterFunc(ctx, c.expire)
-	}
-	if !hasDeadline {
-		c.timer = time.AfterFunc(b.cfg.defaultTimeout, c.expireTimer)
-	}
-	if !b.reg.add(c.seq, &c.w) {
-		c.complete(nil, ErrClosed)
-		return c
-	}
-	if c.ctx.Err() != nil || c.timedOut.Load() {
-		c.expire()
-		return c
-	}
-	pctx := ctx
-	if !hasDeadline { // Publish must end by the deadline too
-		var cancel context.CancelFunc
-		pctx, cancel = context.WithDeadline(ctx, deadline)
-		defer cancel()
-	}
-	if err := b.t.Publish(pctx, out); err != nil {
-		if b.reg.remove(c.seq) != nil {
-			b.stats.publishErrors.Add(1)
-			c.complete(nil, b.publishError(c.topic, c.seq, err))
-		}
-	}
+	c := &Call{b: b, topic: msg.Topic, parent: ctx}
+	b.start(c, &msg, true)
 	return c
 }
 
-// expireTimer ends the Call at its default timeout.
-func (c *Call) expireTimer() {
-	c.timedOut.Store(true)
-	c.expire()
-}
-
-// expire ends the Call when its context ends or its default timeout
-// passes.
-func (c *Call) expire() {
-	if c.b.reg.remove(c.seq) == nil {
+// start sends the request of c. With watch, c watches its context and
+// default timeout itself (Go); without, its caller does (Request).
+func (b *Bridge) start(c *Call, msg *Message, watch bool) {
+	if msg.Topic == "" {
+		c.end(nil, errNoTopic, outInvalid)
 		return
 	}
-	err := c.ctx.Err()
-	if err == nil {
-		err = context.DeadlineExceeded // the default timeout
+	if err := b.acquire(); err != nil {
+		o := outOverloaded
+		if err == ErrClosed {
+			o = outClosed
+		}
+		c.end(nil, err, o)
+		return
 	}
-	c.complete(nil, c.b.noReply(c.topic, c.seq, err))
+	c.acquired = true
+	c.seq = b.seq.Add(1)
+	if err := c.parent.Err(); err != nil { // nothing will be published
+		c.end(nil, b.publishError(c, err), outcomeOf(err))
+		return
+	}
+	deadline, hasDeadline := c.parent.Deadline()
+	if !hasDeadline {
+		deadline = time.Now().Add(b.cfg.defaultTimeout)
+	}
+	c.deadline = deadline
+	out := b.outgoing(c, msg)
+	c.publishing = true // before anyone else can see c
+	if !b.reg.add(c.seq, c) {
+		c.end(nil, ErrClosed, outClosed)
+		return
+	}
+	pctx := c.parent // what the transport watches: it must end by deadline
+	if !hasDeadline {
+		pctx = (*callCtx)(c)
+	}
+	if watch {
+		c.watch()
+	}
+	if ap := b.async; ap != nil {
+		ap.PublishAsync(pctx, out, c.published)
+		return
+	}
+	c.published(b.t.Publish(pctx, out))
 }
 
-// complete ends a Call that was admitted by acquire. The Bridge's slot is
-// released before Done closes, so that a caller woken by Done can start
-// its next request within the MaxInFlight limit at once.
-func (c *Call) complete(reply *Message, err error) {
-	c.end(reply, err, func() {
-		if c.stop != nil {
-			c.stop()
-		}
-		if c.timer != nil {
-			c.timer.Stop()
-		}
-		c.b.release()
-	})
-}
-
-// end records the outcome once, runs before (when not nil), then closes
-// done. It reports whether it did.
-func (c *Call) end(reply *Message, err error, before func()) bool {
-	if !c.state.CompareAndSwap(false, true) {
-		return false
+// watch makes the Call expire when its context ends or its default
+// timeout passes. It runs once, for Go, or when the transport asks for the
+// Done channel of the context Request gave it.
+func (c *Call) watch() {
+	c.mu.Lock()
+	if c.watching || c.ended {
+		c.mu.Unlock()
+		return
 	}
-	if err == nil && reply != nil {
-		reply, err = c.b.finish(result{msg: reply})
+	c.watching = true
+	c.mu.Unlock()
+	// Outside the lock: either may run its function at once.
+	var stop func() bool
+	var timer *time.Timer
+	if c.parent.Done() != nil {
+		stop = context.AfterFunc(c.parent, c.expireCtx)
 	}
-	c.reply, c.err = reply, err
-	if before != nil {
-		before()
+	if _, ok := c.parent.Deadline(); !ok {
+		timer = time.AfterFunc(time.Until(c.deadline), c.expireTimer)
 	}
 	c.mu.Lock()
-	c.ended = true
+	x := c.extra()
+	x.stop, x.timer = stop, timer
+	ended := c.ended
+	c.mu.Unlock()
+	if ended { // ended meanwhile: end could not stop them
+		c.stopWatching(stop, timer)
+	}
+}
+
+func (c *Call) stopWatching(stop func() bool, timer *time.Timer) {
+	if stop != nil {
+		stop()
+	}
+	if timer != nil {
+		timer.Stop()
+	}
+}
+
+func (c *Call) expireCtx()   { c.expire(c.parent.Err()) }
+func (c *Call) expireTimer() { c.expire(context.DeadlineExceeded) }
+
+// expire ends the Call because of cause (the context's error). While the
+// transport still holds the request, the Call waits for its verdict, which
+// the transport gives promptly once the context it was given has ended:
+// only it knows whether the request was sent.
+func (c *Call) expire(cause error) {
+	c.mu.Lock()
+	if c.ended {
+		c.mu.Unlock()
+		return
+	}
+	if c.publishing {
+		if x := c.extra(); x.expired == nil {
+			x.expired = cause
+		}
+		c.mu.Unlock()
+		c.cancelCtx(cause) // the transport watches it when parent has no deadline
+		return
+	}
+	var pubErr error
+	if c.x != nil {
+		pubErr = c.x.pubErr
+	}
+	c.mu.Unlock()
+	if c.b.reg.remove(c.seq) != nil {
+		c.end(nil, c.b.noReply(c, cause, pubErr), outcomeOf(cause))
+	}
+}
+
+// published receives the transport's verdict on the request.
+func (c *Call) published(err error) {
+	c.mu.Lock()
+	c.publishing = false
+	var cause error
+	if c.x != nil {
+		cause = c.x.expired
+	}
+	if err != nil && !errors.Is(err, ErrNotSent) {
+		c.extra().pubErr = err
+	}
+	c.mu.Unlock()
+	switch {
+	case err != nil && errors.Is(err, ErrNotSent):
+		if c.b.reg.remove(c.seq) != nil {
+			if cause == nil {
+				cause = err
+			}
+			c.end(nil, c.b.publishError(c, err), outcomeOf(cause))
+		}
+	case cause != nil:
+		if c.b.reg.remove(c.seq) != nil {
+			c.end(nil, c.b.noReply(c, cause, err), outcomeOf(cause))
+		}
+	}
+	// Sent, or maybe sent: the Call waits for its reply, or its end.
+}
+
+// end records the Call's outcome, counts it, releases its slot and wakes
+// its waiters. Exactly one party calls it: the one that removed the Call
+// from the registry, or start before registering it.
+func (c *Call) end(reply *Message, err error, o outcome) {
+	b := c.b
+	b.stats.outcomes[o].Add(1)
+	c.mu.Lock()
+	c.reply, c.err, c.ended = reply, err, true
+	var stop func() bool
+	var timer *time.Timer
+	if c.x != nil {
+		stop, timer = c.x.stop, c.x.timer
+	}
 	if c.done != nil {
 		close(c.done)
 	}
 	c.mu.Unlock()
-	return true
+	c.stopWatching(stop, timer)
+	// The slot is released before waking anyone, so that a caller woken
+	// by the Call can start its next request within MaxInFlight at once.
+	if c.acquired {
+		b.release()
+	}
+	if c.ch != nil {
+		c.ch <- struct{}{}
+	}
 }
 
 // ID returns the request's correlation ID, or "" when the Call ended before
@@ -205,10 +297,117 @@ func (c *Call) Wait(ctx context.Context) (*Message, error) {
 	}
 }
 
-// Cancel stops the Call: it ends with ErrNoReply and context.Canceled
-// unless it has ended already. A reply arriving later is dropped as late.
+// Cancel stops the Call as a cancellation of its context would: it ends
+// with context.Canceled, wrapped in ErrPublish when the transport reports
+// that the request was not sent and in ErrNoReply otherwise, unless it has
+// ended already. A reply arriving later is dropped as late.
 func (c *Call) Cancel() {
-	if c.seq != 0 && c.b.reg.remove(c.seq) != nil {
-		c.complete(nil, c.b.noReply(c.topic, c.seq, context.Canceled))
+	if c.seq != 0 {
+		c.expire(context.Canceled)
 	}
 }
+
+// callCtx is the context a Call gives the transport when the caller's
+// context has no deadline: the caller's values and cancellation, and the
+// default timeout's deadline. Unlike context.WithDeadline it costs no
+// allocation unless the transport asks for Done. It is a Call.
+type callCtx Call
+
+// afterFunc is one function registered by callCtx.AfterFunc.
+type afterFunc struct {
+	f       func()
+	stopped bool // protected by the Call's mu
+}
+
+func (x *callCtx) Deadline() (time.Time, bool) { return x.deadline, true }
+
+func (x *callCtx) Value(key any) any { return x.parent.Value(key) }
+
+func (x *callCtx) Err() error {
+	c := (*Call)(x)
+	c.mu.Lock()
+	var err error
+	if c.x != nil {
+		err = c.x.ctxErr
+	}
+	c.mu.Unlock()
+	if err != nil {
+		return err
+	}
+	if err := c.parent.Err(); err != nil {
+		return err
+	}
+	if !time.Now().Before(c.deadline) {
+		return context.DeadlineExceeded
+	}
+	return nil
+}
+
+func (x *callCtx) Done() <-chan struct{} {
+	c := (*Call)(x)
+	c.watch() // the watchers end it
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	e := c.extra()
+	if e.ctxDone == nil {
+		e.ctxDone = make(chan struct{})
+		if e.ctxErr != nil {
+			close(e.ctxDone)
+		}
+	}
+	return e.ctxDone
+}
+
+// AfterFunc lets context.AfterFunc and context.WithCancel on a callCtx run
+// without a goroutine of their own.
+func (x *callCtx) AfterFunc(f func()) (stop func() bool) {
+	c := (*Call)(x)
+	c.watch()
+	a := &afterFunc{f: f}
+	c.mu.Lock()
+	e := c.extra()
+	if e.ctxErr != nil {
+		c.mu.Unlock()
+		go f()
+		return func() bool { return false }
+	}
+	e.afters = append(e.afters, a)
+	c.mu.Unlock()
+	return func() bool {
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		if a.stopped {
+			return false
+		}
+		a.stopped = true
+		return true
+	}
+}
+
+// cancelCtx ends the transport's context with err, once.
+func (c *Call) cancelCtx(err error) {
+	c.mu.Lock()
+	e := c.extra()
+	if e.ctxErr != nil {
+		c.mu.Unlock()
+		return
+	}
+	e.ctxErr = err
+	if e.ctxDone != nil {
+		close(e.ctxDone)
+	}
+	var run []func()
+	for _, a := range e.afters {
+		if !a.stopped {
+			a.stopped = true
+			run = append(run, a.f)
+		}
+	}
+	e.afters = nil
+	c.mu.Unlock()
+	for _, f := range run {
+		go f() // as context.AfterFunc does
+	}
+}
+
+func (x *callCtx) String() string { return "syncbridge.Call.context" }

@@ -18,7 +18,7 @@ func ExampleBridge_Request() {
 	defer tr.Close()
 
 	// The asynchronous side: a service answering on the "upper" topic.
-	r, err := syncbridge.NewResponder(tr, "upper", func(ctx context.Context, req *syncbridge.Message) (syncbridge.Message, error) {
+	r, err := syncbridge.NewResponder(context.Background(), tr, "upper", func(ctx context.Context, req *syncbridge.Message) (syncbridge.Message, error) {
 		return syncbridge.Message{Value: []byte(strings.ToUpper(string(req.Value)))}, nil
 	})
 	if err != nil {
@@ -27,7 +27,7 @@ func ExampleBridge_Request() {
 	defer r.Close()
 
 	// The synchronous side.
-	b, err := syncbridge.New(tr)
+	b, err := syncbridge.New(context.Background(), tr)
 	if err != nil {
 		panic(err)
 	}
@@ -47,11 +47,11 @@ func ExampleBridge_Request() {
 func ExampleRemoteError() {
 	tr := &memory.Transport{}
 	defer tr.Close()
-	r, _ := syncbridge.NewResponder(tr, "items", func(ctx context.Context, req *syncbridge.Message) (syncbridge.Message, error) {
+	r, _ := syncbridge.NewResponder(context.Background(), tr, "items", func(ctx context.Context, req *syncbridge.Message) (syncbridge.Message, error) {
 		return syncbridge.Message{}, syncbridge.NewRemoteError("not_found", "no item "+string(req.Value))
 	})
 	defer r.Close()
-	b, _ := syncbridge.New(tr)
+	b, _ := syncbridge.New(context.Background(), tr)
 	defer b.Close()
 
 	_, err := b.Request(context.Background(), syncbridge.Message{Topic: "items", Value: []byte("itm-7")})
@@ -69,12 +69,12 @@ func ExampleBridge_Go() {
 	tr := &memory.Transport{}
 	defer tr.Close()
 	release := make(chan struct{})
-	r, _ := syncbridge.NewResponder(tr, "slow", func(ctx context.Context, req *syncbridge.Message) (syncbridge.Message, error) {
+	r, _ := syncbridge.NewResponder(context.Background(), tr, "slow", func(ctx context.Context, req *syncbridge.Message) (syncbridge.Message, error) {
 		<-release // a slow service
 		return syncbridge.Message{Value: []byte("removed")}, nil
 	})
 	defer r.Close()
-	b, _ := syncbridge.New(tr)
+	b, _ := syncbridge.New(context.Background(), tr)
 	defer b.Close()
 
 	call := b.Go(context.Background(), syncbridge.Message{Topic: "slow"})
@@ -98,7 +98,7 @@ func ExampleBridge_Go() {
 func ExampleWithMaxInFlight() {
 	tr := &memory.Transport{}
 	defer tr.Close()
-	b, _ := syncbridge.New(tr, syncbridge.WithMaxInFlight(1))
+	b, _ := syncbridge.New(context.Background(), tr, syncbridge.WithMaxInFlight(1))
 	defer b.Close()
 
 	first := b.Go(context.Background(), syncbridge.Message{Topic: "nobody-answers"})

@@ -1,12 +1,12 @@
 package syncbridge
 
 import (
-	"sync/atomic"
+	"fmt"
 )
 
 // Hook is a value implementing one or more of the hook interfaces below,
-// passed to WithHooks. New hook interfaces may be added; a hook implementing
-// none of them is ignored. Hook methods are called synchronously, on the
+// passed to WithHooks. New hook interfaces may be added; a value
+// implementing none of them makes New or NewResponder fail. Hook methods are called synchronously, on the
 // path of a reply or request: they must be fast, must not block, and must be
 // safe for concurrent use.
 type Hook any
@@ -29,17 +29,23 @@ type hooks struct {
 	skipped []SkippedRequestHook
 }
 
-func newHooks(hs []Hook) hooks {
+func newHooks(hs []Hook) (hooks, error) {
 	var h hooks
-	for _, x := range hs {
+	for i, x := range hs {
+		any := false
 		if d, ok := x.(DroppedReplyHook); ok {
 			h.dropped = append(h.dropped, d)
+			any = true
 		}
 		if s, ok := x.(SkippedRequestHook); ok {
 			h.skipped = append(h.skipped, s)
+			any = true
+		}
+		if !any {
+			return hooks{}, fmt.Errorf("syncbridge: WithHooks: hook %d (%T) implements no hook interface", i, x)
 		}
 	}
-	return h
+	return h, nil
 }
 
 // DropReason says why a Bridge dropped a reply.
@@ -99,45 +105,4 @@ func (r SkipReason) String() string {
 		return "SkipReason(?)"
 	}
 	return skipNames[r]
-}
-
-// counters are a Bridge's statistics.
-type counters struct {
-	replies       atomic.Uint64
-	remoteErrors  atomic.Uint64
-	noReply       atomic.Uint64
-	publishErrors atomic.Uint64
-	overloaded    atomic.Uint64
-	dropped       [numDropReasons]atomic.Uint64
-}
-
-// Stats are a Bridge's counters since New. Use them for metrics.
-type Stats struct {
-	InFlight      int    // requests in flight now
-	Waiting       int    // requests registered and waiting for their reply now
-	Replies       uint64 // requests answered with a normal reply
-	RemoteErrors  uint64 // requests answered with an error reply
-	NoReply       uint64 // requests published that got no reply in time
-	PublishErrors uint64 // requests that could not be published
-	Overloaded    uint64 // requests refused with ErrOverloaded
-	// Dropped counts dropped replies by reason, indexed by DropReason.
-	Dropped [numDropReasons]uint64
-}
-
-// Stats returns the Bridge's counters. It is safe to call at any time; the
-// counters are read one by one, not as one snapshot.
-func (b *Bridge) Stats() Stats {
-	s := Stats{
-		InFlight:      int(b.inflight.Load()),
-		Waiting:       b.reg.len(),
-		Replies:       b.stats.replies.Load(),
-		RemoteErrors:  b.stats.remoteErrors.Load(),
-		NoReply:       b.stats.noReply.Load(),
-		PublishErrors: b.stats.publishErrors.Load(),
-		Overloaded:    b.stats.overloaded.Load(),
-	}
-	for i := range s.Dropped {
-		s.Dropped[i] = b.stats.dropped[i].Load()
-	}
-	return s
 }

@@ -33,13 +33,13 @@ func TestLoad(t *testing.T) {
 	}
 	const total, inFlight = 1_000_000, 10_000
 	tr := &memory.Transport{}
-	r, err := syncbridge.NewResponder(tr, "req", echo)
+	r, err := syncbridge.NewResponder(context.Background(), tr, "req", echo)
 	if err != nil {
 		t.Fatal(err)
 	}
 	// A generous timeout: a lost reply still fails the test, and a slow
 	// machine does not.
-	b, err := syncbridge.New(tr, syncbridge.WithDefaultTimeout(time.Minute))
+	b, err := syncbridge.New(context.Background(), tr, syncbridge.WithDefaultTimeout(time.Minute))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -105,7 +105,7 @@ func TestLoad(t *testing.T) {
 func TestCancellationStorm(t *testing.T) {
 	const callers, perCaller = 2000, 100
 	tr := &memory.Transport{}
-	r, err := syncbridge.NewResponder(tr, "req", func(ctx context.Context, req *syncbridge.Message) (syncbridge.Message, error) {
+	r, err := syncbridge.NewResponder(context.Background(), tr, "req", func(ctx context.Context, req *syncbridge.Message) (syncbridge.Message, error) {
 		if req.Value[0]%4 == 0 { // sometimes slow, for timeouts to happen
 			select {
 			case <-time.After(time.Duration(req.Value[1]) * 10 * time.Microsecond):
@@ -117,7 +117,7 @@ func TestCancellationStorm(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	b, err := syncbridge.New(tr)
+	b, err := syncbridge.New(context.Background(), tr)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -166,7 +166,7 @@ func TestCancellationStorm(t *testing.T) {
 	// responder (it waits for its handlers, whose replies are then out),
 	// then flush the reply subscription with one more request.
 	r.Close()
-	flush, err := syncbridge.NewResponder(tr, "flush", echo)
+	flush, err := syncbridge.NewResponder(context.Background(), tr, "flush", echo)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -186,7 +186,7 @@ func TestCancellationStorm(t *testing.T) {
 	}
 	// Each reply published either reached its caller or was dropped late.
 	replied := rst.Handled - rst.ReplyFailed - rst.ReplyExpired
-	dropped := st.Dropped[syncbridge.DropLate] + st.Dropped[syncbridge.DropDuplicate]
+	dropped := st.Dropped.Late + st.Dropped.Duplicate
 	if got := st.Replies - 1 + dropped; got != replied { // -1: the flush request
 		t.Errorf("%d replies received + %d dropped late != %d replies published", st.Replies-1, dropped, replied)
 	}

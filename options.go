@@ -69,9 +69,14 @@ func (h HeaderNames) validate() error {
 // DefaultReplyTopic is the reply topic of a Bridge without WithReplyTopic.
 const DefaultReplyTopic = "syncbridge.replies"
 
-// DefaultTimeout bounds a request whose context has no deadline, unless
-// WithDefaultTimeout says otherwise.
+// DefaultTimeout bounds a request whose context has no deadline (on a
+// Bridge), and the handling of a request that carries no deadline (on a
+// Responder), unless WithDefaultTimeout says otherwise.
 const DefaultTimeout = 5 * time.Second
+
+// DefaultMaxTimeout caps the deadline a Responder gives a handler, unless
+// WithMaxTimeout says otherwise.
+const DefaultMaxTimeout = 15 * time.Minute
 
 // config holds what options set, for a Bridge and for a Responder.
 type config struct {
@@ -81,6 +86,7 @@ type config struct {
 	replyTopic     string
 	replyParts     []int32
 	defaultTimeout time.Duration
+	maxTimeout     time.Duration
 	maxInFlight    int
 	group          string
 	concurrent     bool
@@ -91,66 +97,130 @@ func defaultConfig() config {
 		headers:        DefaultHeaderNames(),
 		replyTopic:     DefaultReplyTopic,
 		defaultTimeout: DefaultTimeout,
+		maxTimeout:     DefaultMaxTimeout,
 	}
 }
 
-// Option configures a Bridge. Options that also configure a Responder
-// implement ResponderOption as well.
+// Option configures a Bridge (New) or a Responder (NewResponder). Every
+// option is an Option, so that options common to both can be kept in one
+// slice and spread into either constructor; each option also implements
+// BridgeOption, ResponderOption or both, which says where it applies. A
+// constructor given an option that does not apply to it returns an error.
 type Option interface {
-	applyBridge(*config)
+	apply(*config)
+	name() string
 }
 
-// ResponderOption configures a Responder.
-type ResponderOption interface {
-	applyResponder(*config)
-}
-
-// SharedOption configures a Bridge or a Responder.
-type SharedOption interface {
+// BridgeOption is an Option that applies to a Bridge.
+type BridgeOption interface {
 	Option
+	bridgeOption()
+}
+
+// ResponderOption is an Option that applies to a Responder.
+type ResponderOption interface {
+	Option
+	responderOption()
+}
+
+// SharedOption is an Option that applies to a Bridge and to a Responder.
+type SharedOption interface {
+	BridgeOption
 	ResponderOption
 }
 
-type bridgeOpt func(*config)
+type opt struct {
+	n string
+	f func(*config)
+}
 
-func (f bridgeOpt) applyBridge(c *config) { f(c) }
+func (o opt) apply(c *config) { o.f(c) }
+func (o opt) name() string    { return o.n }
 
-type responderOpt func(*config)
+type bridgeOpt struct{ opt }
 
-func (f responderOpt) applyResponder(c *config) { f(c) }
+func (bridgeOpt) bridgeOption() {}
 
-type sharedOpt func(*config)
+type responderOpt struct{ opt }
 
-func (f sharedOpt) applyBridge(c *config)    { f(c) }
-func (f sharedOpt) applyResponder(c *config) { f(c) }
+func (responderOpt) responderOption() {}
+
+type sharedOpt struct{ opt }
+
+func (sharedOpt) bridgeOption()    {}
+func (sharedOpt) responderOption() {}
+
+// applyOptions applies opts to cfg, refusing those that do not apply to
+// what is being built (for is "New" or "NewResponder").
+func applyOptions(cfg *config, opts []Option, forBridge bool) error {
+	for _, o := range opts {
+		if o == nil {
+			continue
+		}
+		if forBridge {
+			if _, ok := o.(BridgeOption); !ok {
+				return fmt.Errorf("syncbridge: New: option %s applies to a Responder, not a Bridge", o.name())
+			}
+		} else if _, ok := o.(ResponderOption); !ok {
+			return fmt.Errorf("syncbridge: NewResponder: option %s applies to a Bridge, not a Responder", o.name())
+		}
+		o.apply(cfg)
+	}
+	if err := cfg.headers.validate(); err != nil {
+		return err
+	}
+	if cfg.defaultTimeout <= 0 {
+		return fmt.Errorf("syncbridge: WithDefaultTimeout: %v is not positive", cfg.defaultTimeout)
+	}
+	if cfg.maxTimeout < cfg.defaultTimeout {
+		return fmt.Errorf("syncbridge: WithMaxTimeout: %v is below the default timeout %v", cfg.maxTimeout, cfg.defaultTimeout)
+	}
+	h, err := newHooks(cfg.hooks)
+	if err != nil {
+		return err
+	}
+	_ = h
+	return nil
+}
 
 // WithHeaderNames sets the header names. Every name must be non-empty and
 // distinct. Default DefaultHeaderNames(). Bridges and responders that talk
 // to each other must use the same names.
 func WithHeaderNames(h HeaderNames) SharedOption {
-	return sharedOpt(func(c *config) { c.headers = h })
+	return sharedOpt{opt{"WithHeaderNames", func(c *config) { c.headers = h }}}
 }
 
 // WithLogger makes the Bridge or Responder log unusual events (dropped
-// replies, handler panics, failed replies) at Debug and Warn level. Default:
-// no logging.
+// replies, handler panics, failed replies) at Debug, Warn and Error level.
+// Default: no logging.
 func WithLogger(l *slog.Logger) SharedOption {
-	return sharedOpt(func(c *config) { c.logger = l })
+	return sharedOpt{opt{"WithLogger", func(c *config) { c.logger = l }}}
 }
 
 // WithHooks adds hooks: values implementing one or more of the hook
-// interfaces (DroppedReplyHook, SkippedRequestHook, ...). Values that
-// implement none are ignored. Hooks are called synchronously and must be
-// fast and safe for concurrent use.
+// interfaces (DroppedReplyHook, SkippedRequestHook, ...). The constructor
+// fails when a value implements none of them. Hooks are called
+// synchronously and must be fast and safe for concurrent use.
 func WithHooks(hooks ...Hook) SharedOption {
-	return sharedOpt(func(c *config) { c.hooks = append(c.hooks, hooks...) })
+	return sharedOpt{opt{"WithHooks", func(c *config) { c.hooks = append(c.hooks, hooks...) }}}
+}
+
+// WithDefaultTimeout sets the timeout of what carries no deadline. On a
+// Bridge it bounds requests whose context has no deadline: the request,
+// its publish and its wait for the reply. On a Responder it is the deadline
+// given to the handler of a request that carries no deadline header (as
+// Spring and NestJS callers send none), from the moment it is handled;
+// the reply is sent only within it. Default DefaultTimeout (5 s). It must be
+// positive.
+func WithDefaultTimeout(d time.Duration) SharedOption {
+	return sharedOpt{opt{"WithDefaultTimeout", func(c *config) { c.defaultTimeout = d }}}
 }
 
 // WithReplyTopic sets the topic the Bridge subscribes to and asks
 // responders to reply to. Default DefaultReplyTopic. Several Bridges may
 // share one reply topic: each drops the replies meant for the others.
-func WithReplyTopic(topic string) Option {
-	return bridgeOpt(func(c *config) { c.replyTopic = topic })
+func WithReplyTopic(topic string) BridgeOption {
+	return bridgeOpt{opt{"WithReplyTopic", func(c *config) { c.replyTopic = topic }}}
 }
 
 // WithReplyPartitions pins the Bridge to these partitions of its reply
@@ -158,37 +228,41 @@ func WithReplyTopic(topic string) Option {
 // ReplyPartition header) to reply to one of them, in turn. Give each Bridge
 // sharing a reply topic its own partitions. Default: read every partition,
 // send no ReplyPartition header.
-func WithReplyPartitions(partitions ...int32) Option {
-	return bridgeOpt(func(c *config) { c.replyParts = append([]int32(nil), partitions...) })
-}
-
-// WithDefaultTimeout bounds requests whose context has no deadline.
-// Default DefaultTimeout (5 s). It must be positive.
-func WithDefaultTimeout(d time.Duration) Option {
-	return bridgeOpt(func(c *config) { c.defaultTimeout = d })
+func WithReplyPartitions(partitions ...int32) BridgeOption {
+	ps := append([]int32(nil), partitions...)
+	return bridgeOpt{opt{"WithReplyPartitions", func(c *config) { c.replyParts = ps }}}
 }
 
 // WithMaxInFlight limits the requests in flight: past n, Request and Go
 // fail at once with ErrOverloaded. Zero, the default, means no limit.
-func WithMaxInFlight(n int) Option {
-	return bridgeOpt(func(c *config) { c.maxInFlight = n })
+func WithMaxInFlight(n int) BridgeOption {
+	return bridgeOpt{opt{"WithMaxInFlight", func(c *config) { c.maxInFlight = n }}}
 }
 
 // WithGroup sets the consumer group a Responder joins. Responders in one
 // group share the requests: each request goes to one of them. Default: the
 // request topic's name followed by ".responders".
 func WithGroup(group string) ResponderOption {
-	return responderOpt(func(c *config) { c.group = group })
+	return responderOpt{opt{"WithGroup", func(c *config) { c.group = group }}}
+}
+
+// WithMaxTimeout caps the deadline a Responder gives a handler at d from
+// the moment the request is handled, whatever deadline the request
+// carries: a request claiming a far-future deadline cannot hold a handler,
+// or a Shutdown, for longer. Default DefaultMaxTimeout (15 min); it must
+// not be below the default timeout.
+func WithMaxTimeout(d time.Duration) ResponderOption {
+	return responderOpt{opt{"WithMaxTimeout", func(c *config) { c.maxTimeout = d }}}
 }
 
 // WithConcurrentHandlers lets the Responder's handler calls overlap, even
-// for requests of one partition: requests are then not handled in order,
-// and the handler must be safe for concurrent use. On Kafka this multiplies
-// a Responder's throughput, since a partition no longer waits for each
-// reply to be produced before handling the next request; offsets are still
-// committed only below the oldest request in progress. Transports may
-// ignore it (the memory transport does). Default: off, one call at a time
-// per partition, in order.
+// for requests of one partition or one key: requests are then not handled
+// in order, and the handler must be safe for concurrent use. Every
+// transport honours it (SubscribeConfig.Concurrent). On Kafka it
+// multiplies a Responder's throughput, since a partition no longer waits
+// for each reply to be produced before handling the next request; offsets
+// are still committed only below the oldest request in progress. Default:
+// off, one call at a time per partition, in order.
 func WithConcurrentHandlers() ResponderOption {
-	return responderOpt(func(c *config) { c.concurrent = true })
+	return responderOpt{opt{"WithConcurrentHandlers", func(c *config) { c.concurrent = true }}}
 }

@@ -49,7 +49,7 @@ func TestDuplicateReplyDropped(t *testing.T) {
 			t.Errorf("dropped as %v, want duplicate", r)
 		}
 	}
-	if st := e.b.Stats(); st.Dropped[syncbridge.DropDuplicate] != 3 || st.Replies != 3 {
+	if st := e.b.Stats(); st.Dropped.Duplicate != 3 || st.Replies != 3 {
 		t.Errorf("stats %+v, want 3 replies and 3 duplicates", st)
 	}
 }
@@ -82,7 +82,7 @@ func TestLateReplyDropped(t *testing.T) {
 		if r := <-drops.seen; r != syncbridge.DropLate {
 			t.Errorf("dropped as %v, want late", r)
 		}
-		if st := e.b.Stats(); st.NoReply != 1 || st.Waiting != 0 {
+		if st := e.b.Stats(); st.TimedOut != 1 || st.Waiting != 0 {
 			t.Errorf("stats %+v", st)
 		}
 	})
@@ -253,7 +253,7 @@ func TestResponderSkips(t *testing.T) {
 	defer tr.Close()
 	skips := skipRecorder{make(chan syncbridge.SkipReason, 10)}
 	called := make(chan string, 10)
-	r, err := syncbridge.NewResponder(tr, "req", func(ctx context.Context, req *syncbridge.Message) (syncbridge.Message, error) {
+	r, err := syncbridge.NewResponder(context.Background(), tr, "req", func(ctx context.Context, req *syncbridge.Message) (syncbridge.Message, error) {
 		called <- string(req.Value)
 		return syncbridge.Message{}, nil
 	}, syncbridge.WithHooks(skips), syncbridge.WithGroup("g"))
@@ -294,7 +294,7 @@ func TestResponderSkips(t *testing.T) {
 		t.Errorf("handler called with %q, want only the good request", got)
 	}
 	st := r.Stats()
-	if st.Skipped[syncbridge.SkipMalformed] != 5 || st.Skipped[syncbridge.SkipExpired] != 1 {
+	if st.Skipped.Malformed != 5 || st.Skipped.Expired != 1 {
 		t.Errorf("skipped %v, want 5 malformed and 1 expired", st.Skipped)
 	}
 }
@@ -304,7 +304,7 @@ func TestResponderSkips(t *testing.T) {
 func TestSpringPartitionHeader(t *testing.T) {
 	tr := &memory.Transport{Partitions: 4}
 	defer tr.Close()
-	r, err := syncbridge.NewResponder(tr, "req", echo)
+	r, err := syncbridge.NewResponder(context.Background(), tr, "req", echo)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -339,19 +339,19 @@ func TestSpringPartitionHeader(t *testing.T) {
 func TestForwardedHeaders(t *testing.T) {
 	tr := &memory.Transport{}
 	defer tr.Close()
-	inner, err := syncbridge.NewResponder(tr, "inner", func(ctx context.Context, req *syncbridge.Message) (syncbridge.Message, error) {
+	inner, err := syncbridge.NewResponder(context.Background(), tr, "inner", func(ctx context.Context, req *syncbridge.Message) (syncbridge.Message, error) {
 		return syncbridge.Message{Value: []byte("inner"), Headers: req.Headers}, nil
 	})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer inner.Close()
-	down, err := syncbridge.New(tr, syncbridge.WithReplyTopic("down.replies"))
+	down, err := syncbridge.New(context.Background(), tr, syncbridge.WithReplyTopic("down.replies"))
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer down.Close()
-	outer, err := syncbridge.NewResponder(tr, "outer", func(ctx context.Context, req *syncbridge.Message) (syncbridge.Message, error) {
+	outer, err := syncbridge.NewResponder(context.Background(), tr, "outer", func(ctx context.Context, req *syncbridge.Message) (syncbridge.Message, error) {
 		// Pass everything on, tracing headers and all.
 		r, err := down.Request(ctx, syncbridge.Message{Topic: "inner", Headers: req.Headers})
 		if err != nil {
@@ -363,7 +363,7 @@ func TestForwardedHeaders(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer outer.Close()
-	b, err := syncbridge.New(tr)
+	b, err := syncbridge.New(context.Background(), tr)
 	if err != nil {
 		t.Fatal(err)
 	}

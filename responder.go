@@ -5,18 +5,20 @@ import (
 	"errors"
 	"fmt"
 	"runtime/debug"
+	"sync"
 	"sync/atomic"
 	"time"
 )
 
 // ReplyHandler handles one request for a Responder and returns the reply.
-// ctx carries the caller's deadline, or DefaultResponderTimeout from now
-// when the request has none. req belongs
-// to the handler. The reply's Topic and partition fields are ignored (the
-// Responder addresses it to the caller); its Key, Value and Headers are
-// sent. Return a *RemoteError (see NewRemoteError) to send an error reply
-// with a code of your choice; any other error is sent with CodeInternal and
-// the error's text.
+// ctx carries the caller's deadline (capped by WithMaxTimeout), or the
+// default timeout from now when the request carries none (see
+// WithDefaultTimeout); Close cancels it. req belongs to the handler. The
+// reply's Topic and partition fields are ignored (the Responder addresses
+// it to the caller); its Key, Value and Headers are sent. Return a
+// *RemoteError (see NewRemoteError) to send an error reply with a code of
+// your choice; any other error is sent with CodeInternal and the error's
+// text.
 type ReplyHandler func(ctx context.Context, req *Message) (Message, error)
 
 // Responder serves a request topic: it consumes requests as one member of
@@ -37,22 +39,22 @@ type Responder struct {
 	sub   Subscription
 
 	replyTo atomic.Pointer[string] // the last reply topic seen, to reuse its string
+	stats   responderCounters
 
-	handled      atomic.Uint64
-	failed       atomic.Uint64
-	panicked     atomic.Uint64
-	skipped      [numSkipReasons]atomic.Uint64
-	replyFails   atomic.Uint64
-	replyExpired atomic.Uint64
+	closing atomic.Bool // Close began: handler contexts are cancelled
+	mu      sync.Mutex  // protects waiting
+	// waiting holds the handler contexts whose Done channel was asked for,
+	// so that Close can close them.
+	waiting   map[*deadlineCtx]struct{}
+	closeOnce sync.Once
+	closed    chan struct{} // closed once the subscription is closed
 }
 
-// DefaultResponderTimeout bounds the handling of a request that carries no
-// deadline, and the publishing of its reply.
-const DefaultResponderTimeout = DefaultTimeout
-
 // NewResponder subscribes to topic and serves its requests with h until
-// Close. Subscribing takes at most DefaultResponderTimeout.
-func NewResponder(t Transport, topic string, h ReplyHandler, opts ...ResponderOption) (*Responder, error) {
+// Shutdown or Close. ctx bounds subscribing (on Kafka: joining the group's
+// coordinator and metadata lookups). opts must be options that apply to a
+// Responder (ResponderOption); NewResponder fails on others.
+func NewResponder(ctx context.Context, t Transport, topic string, h ReplyHandler, opts ...Option) (*Responder, error) {
 	if t == nil || h == nil {
 		return nil, errors.New("syncbridge: NewResponder: nil Transport or handler")
 	}
@@ -61,20 +63,14 @@ func NewResponder(t Transport, topic string, h ReplyHandler, opts ...ResponderOp
 	}
 	cfg := defaultConfig()
 	cfg.group = topic + ".responders"
-	for _, o := range opts {
-		if o != nil {
-			o.applyResponder(&cfg)
-		}
-	}
-	if err := cfg.headers.validate(); err != nil {
+	if err := applyOptions(&cfg, opts, false); err != nil {
 		return nil, err
 	}
 	if cfg.group == "" {
 		return nil, errors.New("syncbridge: NewResponder: empty group")
 	}
-	r := &Responder{t: t, cfg: cfg, hooks: newHooks(cfg.hooks), h: h}
-	ctx, cancel := context.WithTimeout(context.Background(), DefaultResponderTimeout)
-	defer cancel()
+	hs, _ := newHooks(cfg.hooks) // checked by applyOptions
+	r := &Responder{t: t, cfg: cfg, hooks: hs, h: h, waiting: make(map[*deadlineCtx]struct{}), closed: make(chan struct{})}
 	sub, err := t.Subscribe(ctx, SubscribeConfig{Topic: topic, Group: cfg.group, Concurrent: cfg.concurrent}, r.serve)
 	if err != nil {
 		return nil, fmt.Errorf("syncbridge: subscribe to request topic %q: %w", topic, err)
@@ -103,20 +99,25 @@ func (r *Responder) serve(_ context.Context, msg Message) {
 		r.skip(SkipMalformed, req, err)
 		return
 	}
+	now := time.Now()
 	deadline := ri.deadline
-	if deadline.IsZero() {
-		deadline = time.Now().Add(DefaultResponderTimeout)
-	} else if !time.Now().Before(deadline) {
+	switch {
+	case deadline.IsZero():
+		deadline = now.Add(r.cfg.defaultTimeout)
+	case !now.Before(deadline):
 		r.skip(SkipExpired, req, fmt.Errorf("syncbridge: deadline %v passed", deadline))
 		return
+	case deadline.Sub(now) > r.cfg.maxTimeout:
+		deadline = now.Add(r.cfg.maxTimeout)
 	}
-	// The handler's context is not cancelled by Close: Close waits for
-	// handlers in progress, which end by the caller's deadline.
 	in.ctx.deadline = deadline
+	in.ctx.r = r
 	ctx := &in.ctx
+	r.stats.inProgress.Add(1)
+	defer r.stats.inProgress.Add(-1)
 	defer ctx.release()
 	reply, err := r.call(ctx, req)
-	r.handled.Add(1)
+	r.stats.handled.Add(1)
 	out := Message{Topic: ri.replyTo, Key: reply.Key, Value: reply.Value, Partition: ri.partition, UsePartition: ri.hasPartition}
 	h := &r.cfg.headers
 	out.Headers = in.hdrs[:0]
@@ -127,7 +128,7 @@ func (r *Responder) serve(_ context.Context, msg Message) {
 	}
 	out.Headers = append(out.Headers, Header{Key: h.CorrelationID, Value: ri.id})
 	if err != nil {
-		r.failed.Add(1)
+		r.stats.failed.Add(1)
 		var re *RemoteError
 		if !errors.As(err, &re) {
 			re = &RemoteError{Code: CodeInternal, Description: err.Error()}
@@ -140,13 +141,20 @@ func (r *Responder) serve(_ context.Context, msg Message) {
 			Header{Key: h.ErrorCode, Value: []byte(code)},
 			Header{Key: h.ErrorDescription, Value: []byte(re.Description)})
 	}
-	if !time.Now().Before(deadline) {
-		// Nobody waits for this reply any more: the caller gave up.
-		r.replyExpired.Add(1)
+	var pctx context.Context = ctx
+	switch ctx.Err() {
+	case nil:
+	case context.Canceled: // by Close: the caller still waits, answer it
+		var cancel context.CancelFunc
+		pctx, cancel = context.WithDeadline(context.Background(), deadline)
+		defer cancel()
+	default:
+		// Nobody waits for this reply any more: the deadline passed.
+		r.stats.replyExpired.Add(1)
 		return
 	}
-	if perr := r.t.Publish(ctx, out); perr != nil {
-		r.replyFails.Add(1)
+	if perr := r.t.Publish(pctx, out); perr != nil {
+		r.stats.replyFails.Add(1)
 		if l := r.cfg.logger; l != nil {
 			l.Warn("syncbridge: reply not published", "topic", ri.replyTo, "correlation", string(ri.id), "err", perr)
 		}
@@ -157,7 +165,7 @@ func (r *Responder) serve(_ context.Context, msg Message) {
 func (r *Responder) call(ctx context.Context, req *Message) (reply Message, err error) {
 	defer func() {
 		if p := recover(); p != nil {
-			r.panicked.Add(1)
+			r.stats.panicked.Add(1)
 			if l := r.cfg.logger; l != nil {
 				l.Error("syncbridge: handler panicked", "topic", req.Topic, "panic", fmt.Sprint(p), "stack", string(debug.Stack()))
 			}
@@ -168,7 +176,7 @@ func (r *Responder) call(ctx context.Context, req *Message) (reply Message, err 
 }
 
 func (r *Responder) skip(reason SkipReason, msg *Message, err error) {
-	r.skipped[reason].Add(1)
+	r.stats.skipped[reason].Add(1)
 	for _, h := range r.hooks.skipped {
 		h.OnSkippedRequest(reason, msg, err)
 	}
@@ -177,36 +185,51 @@ func (r *Responder) skip(reason SkipReason, msg *Message, err error) {
 	}
 }
 
-// Close stops consuming and returns once every handler call in progress
-// has returned and its reply is published. Handlers' contexts are not
-// cancelled; they end at the caller's deadline. Close is idempotent.
-func (r *Responder) Close() error { return r.sub.Close() }
-
-// ResponderStats are a Responder's counters since NewResponder.
-type ResponderStats struct {
-	Handled     uint64 // requests handed to the handler
-	Failed      uint64 // handler calls that returned an error or panicked
-	Panicked    uint64 // handler calls that panicked
-	ReplyFailed uint64 // replies that could not be published
-	// ReplyExpired counts replies not sent because the caller's deadline
-	// passed while the handler ran (DefaultResponderTimeout for requests
-	// without a deadline).
-	ReplyExpired uint64
-	// Skipped counts requests not handled, indexed by SkipReason.
-	Skipped [numSkipReasons]uint64
+// Shutdown stops the Responder gracefully: it stops taking requests, lets
+// the handler calls in progress finish and publishes their replies, lets
+// the transport commit what was handled (on Kafka: commits, then leaves
+// the group, so that the other members take the partitions over at once),
+// and returns. Requests not yet handed to the handler stay for the other
+// members of the group. When ctx ends first, Shutdown does what Close does
+// and returns ctx's error once it is done.
+func (r *Responder) Shutdown(ctx context.Context) error {
+	go r.closeSub()
+	select {
+	case <-r.closed:
+		return nil
+	case <-ctx.Done():
+		r.Close()
+		return ctx.Err()
+	}
 }
 
-// Stats returns the Responder's counters, read one by one.
-func (r *Responder) Stats() ResponderStats {
-	s := ResponderStats{
-		Handled:      r.handled.Load(),
-		Failed:       r.failed.Load(),
-		Panicked:     r.panicked.Load(),
-		ReplyFailed:  r.replyFails.Load(),
-		ReplyExpired: r.replyExpired.Load(),
+// Close stops the Responder at once: it stops taking requests, cancels the
+// contexts of the handler calls in progress, and returns once they have
+// returned, their replies are published (a handler that gives up when its
+// context is cancelled can still tell its caller so, with an error reply)
+// and the subscription is closed. How long that takes depends on the
+// handlers honouring their context, not on the requests' deadlines. Close
+// is idempotent, and safe to call during Shutdown.
+func (r *Responder) Close() error {
+	r.closing.Store(true)
+	r.mu.Lock()
+	ws := make([]*deadlineCtx, 0, len(r.waiting))
+	for c := range r.waiting {
+		ws = append(ws, c)
 	}
-	for i := range s.Skipped {
-		s.Skipped[i] = r.skipped[i].Load()
+	r.mu.Unlock()
+	for _, c := range ws {
+		c.end(context.Canceled)
 	}
-	return s
+	r.closeSub()
+	return nil
+}
+
+// closeSub closes the subscription once and marks the Responder closed.
+func (r *Responder) closeSub() {
+	r.closeOnce.Do(func() {
+		r.sub.Close()
+		close(r.closed)
+	})
+	<-r.closed
 }

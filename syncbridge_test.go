@@ -35,14 +35,14 @@ func newEnv(t testing.TB, h syncbridge.ReplyHandler, opts ...syncbridge.Option) 
 	t.Cleanup(func() { tr.Close() })
 	e := &env{tr: tr}
 	if h != nil {
-		r, err := syncbridge.NewResponder(tr, "req", h)
+		r, err := syncbridge.NewResponder(context.Background(), tr, "req", h)
 		if err != nil {
 			t.Fatal(err)
 		}
 		t.Cleanup(func() { r.Close() })
 		e.r = r
 	}
-	b, err := syncbridge.New(tr, opts...)
+	b, err := syncbridge.New(context.Background(), tr, opts...)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -91,7 +91,7 @@ func TestRequestHeaders(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer sub.Close()
-	b, err := syncbridge.New(tr, syncbridge.WithReplyTopic("replies"), syncbridge.WithReplyPartitions(3))
+	b, err := syncbridge.New(context.Background(), tr, syncbridge.WithReplyTopic("replies"), syncbridge.WithReplyPartitions(3))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -202,26 +202,57 @@ func (f failingTransport) Publish(ctx context.Context, m syncbridge.Message) err
 	return f.Transport.Publish(ctx, m)
 }
 
+// TestPublishError: a transport error that says "not sent" is ErrPublish
+// at once; any other leaves the request maybe sent, so the Bridge waits for
+// a reply until the deadline and then says ErrNoReply, wrapping both the
+// deadline and the transport's error. Request and Go agree, and count the
+// same.
 func TestPublishError(t *testing.T) {
-	tr := &memory.Transport{}
-	defer tr.Close()
-	broker := errors.New("broker unreachable")
-	b, err := syncbridge.New(failingTransport{tr, broker})
-	if err != nil {
-		t.Fatal(err)
+	notSent := fmt.Errorf("broker refused: %w", syncbridge.ErrNotSent)
+	maybe := errors.New("connection reset after write")
+	tests := []struct {
+		name  string
+		err   error
+		is    []error
+		isnt  []error
+		stats func(syncbridge.Stats) uint64
+	}{
+		{"not sent", notSent, []error{syncbridge.ErrPublish, notSent}, []error{syncbridge.ErrNoReply, context.DeadlineExceeded},
+			func(s syncbridge.Stats) uint64 { return s.PublishErrors }},
+		{"maybe sent", maybe, []error{syncbridge.ErrNoReply, context.DeadlineExceeded, maybe}, []error{syncbridge.ErrPublish},
+			func(s syncbridge.Stats) uint64 { return s.TimedOut }},
 	}
-	defer b.Close()
-	_, err = b.Request(ctxTimeout(t, time.Second), syncbridge.Message{Topic: "req"})
-	if !errors.Is(err, syncbridge.ErrPublish) || !errors.Is(err, broker) || errors.Is(err, syncbridge.ErrNoReply) {
-		t.Errorf("Request = %v, want ErrPublish wrapping the transport error, not ErrNoReply", err)
-	}
-	call := b.Go(ctxTimeout(t, time.Second), syncbridge.Message{Topic: "req"})
-	<-call.Done()
-	if _, err := call.Result(); !errors.Is(err, syncbridge.ErrPublish) {
-		t.Errorf("Call = %v, want ErrPublish", err)
-	}
-	if st := b.Stats(); st.PublishErrors != 2 || st.Waiting != 0 || st.InFlight != 0 {
-		t.Errorf("stats %+v, want 2 publish errors and nothing waiting", st)
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			tr := &memory.Transport{}
+			defer tr.Close()
+			b, err := syncbridge.New(context.Background(), failingTransport{tr, tc.err})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer b.Close()
+			check := func(how string, err error) {
+				t.Helper()
+				for _, target := range tc.is {
+					if !errors.Is(err, target) {
+						t.Errorf("%s = %v, want it to wrap %v", how, err, target)
+					}
+				}
+				for _, target := range tc.isnt {
+					if errors.Is(err, target) {
+						t.Errorf("%s = %v, want it not to wrap %v", how, err, target)
+					}
+				}
+			}
+			_, err = b.Request(ctxTimeout(t, 50*time.Millisecond), syncbridge.Message{Topic: "req"})
+			check("Request", err)
+			call := b.Go(ctxTimeout(t, 50*time.Millisecond), syncbridge.Message{Topic: "req"})
+			_, err = call.Wait(context.Background())
+			check("Go", err)
+			if st := b.Stats(); tc.stats(st) != 2 || st.Waiting != 0 || st.InFlight != 0 {
+				t.Errorf("stats %+v, want 2 counted as %s and nothing waiting", st, tc.name)
+			}
+		})
 	}
 }
 
@@ -272,26 +303,37 @@ func TestNewErrors(t *testing.T) {
 		{"duplicate header names", []syncbridge.Option{syncbridge.WithHeaderNames(h)}},
 		{"empty header name", []syncbridge.Option{syncbridge.WithHeaderNames(syncbridge.HeaderNames{})}},
 		{"partition the transport lacks", []syncbridge.Option{syncbridge.WithReplyPartitions(99)}},
+		{"a Responder's option", []syncbridge.Option{syncbridge.WithGroup("g")}},
+		{"a hook that implements no hook interface", []syncbridge.Option{syncbridge.WithHooks(struct{}{})}},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			if b, err := syncbridge.New(tr, tc.opts...); err == nil {
+			if b, err := syncbridge.New(context.Background(), tr, tc.opts...); err == nil {
 				b.Close()
 				t.Errorf("New succeeded, want an error")
 			}
 		})
 	}
-	if _, err := syncbridge.New(nil); err == nil {
+	if _, err := syncbridge.New(context.Background(), nil); err == nil {
 		t.Error("New(nil) succeeded")
 	}
-	if _, err := syncbridge.NewResponder(tr, "", echo); err == nil {
+	if _, err := syncbridge.NewResponder(context.Background(), tr, "", echo); err == nil {
 		t.Error("NewResponder with no topic succeeded")
 	}
-	if _, err := syncbridge.NewResponder(tr, "t", nil); err == nil {
+	if _, err := syncbridge.NewResponder(context.Background(), tr, "t", nil); err == nil {
 		t.Error("NewResponder with no handler succeeded")
 	}
-	if _, err := syncbridge.NewResponder(tr, "t", echo, syncbridge.WithGroup("")); err == nil {
-		t.Error("NewResponder with an empty group succeeded")
+	for _, o := range []syncbridge.Option{
+		syncbridge.WithGroup(""),
+		syncbridge.WithReplyTopic("r"), // a Bridge's option
+		syncbridge.WithHooks(42),
+		syncbridge.WithMaxTimeout(time.Second), // below the default timeout
+		syncbridge.WithDefaultTimeout(-time.Second),
+	} {
+		if r, err := syncbridge.NewResponder(context.Background(), tr, "t", echo, o); err == nil {
+			r.Close()
+			t.Errorf("NewResponder with %#v succeeded", o)
+		}
 	}
 }
 

@@ -15,11 +15,6 @@ import (
 // maxIDLen bounds the correlation ID a Responder accepts and echoes.
 const maxIDLen = 256
 
-// encodeReplyPartition encodes p as Spring Kafka does: 4 bytes, big-endian.
-func encodeReplyPartition(p int32) []byte {
-	return binary.BigEndian.AppendUint32(nil, uint32(p))
-}
-
 // decodeReplyPartition decodes a ReplyPartition header.
 func decodeReplyPartition(b []byte) (int32, error) {
 	if len(b) != 4 {

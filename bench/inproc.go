@@ -86,11 +86,11 @@ func echoHandler(_ context.Context, req *syncbridge.Message) (syncbridge.Message
 
 func newSyncbridgeMemory() (*contender, error) {
 	t := &memory.Transport{Partitions: responders}
-	resp, err := syncbridge.NewResponder(t, "echo", echoHandler)
+	resp, err := syncbridge.NewResponder(context.Background(), t, "echo", echoHandler)
 	if err != nil {
 		return nil, err
 	}
-	b, err := syncbridge.New(t)
+	b, err := syncbridge.New(context.Background(), t)
 	if err != nil {
 		resp.Close()
 		return nil, err

@@ -319,17 +319,17 @@ func (e *kafkaEnv) newSyncbridgeKafka(name, req, rep string) (*contender, error)
 			t.Close()
 			return nil, err
 		}
-		opts := []syncbridge.ResponderOption{syncbridge.WithGroup(req + ".responders")}
+		opts := []syncbridge.Option{syncbridge.WithGroup(req + ".responders")}
 		if name == "syncbridge-e2e-conc" {
 			opts = append(opts, syncbridge.WithConcurrentHandlers())
 		}
-		if resp, err = syncbridge.NewResponder(rt, req, echoHandler, opts...); err != nil {
+		if resp, err = syncbridge.NewResponder(context.Background(), rt, req, echoHandler, opts...); err != nil {
 			rt.Close()
 			t.Close()
 			return nil, err
 		}
 	}
-	b, err := syncbridge.New(t, syncbridge.WithReplyTopic(rep))
+	b, err := syncbridge.New(context.Background(), t, syncbridge.WithReplyTopic(rep))
 	if err != nil {
 		if resp != nil {
 			resp.Close()

@@ -126,8 +126,8 @@ func heapStack() (heap, stack uint64) {
 // in flight and registered. The holder has seen all n, so they must be: no
 // waiting is needed, and none is done.
 func waitInFlight(b *syncbridge.Bridge, n int) error {
-	if got := b.InFlight(); got != n {
-		return fmt.Errorf("Bridge.InFlight() = %d, want %d", got, n)
+	if got := b.Stats().InFlight; got != n {
+		return fmt.Errorf("Stats().InFlight = %d, want %d", got, n)
 	}
 	if got := b.Stats().Waiting; got != n {
 		return fmt.Errorf("Bridge.Stats().Waiting = %d, want %d", got, n)
@@ -142,7 +142,7 @@ func scaleOnce(n, probeOps int) (scaleResult, error) {
 	res := scaleResult{n: n}
 	t := &memory.Transport{Partitions: responders}
 	defer t.Close()
-	resp, err := syncbridge.NewResponder(t, "echo", echoHandler)
+	resp, err := syncbridge.NewResponder(context.Background(), t, "echo", echoHandler)
 	if err != nil {
 		return res, err
 	}
@@ -153,7 +153,7 @@ func scaleOnce(n, probeOps int) (scaleResult, error) {
 		return res, err
 	}
 	defer sub.Close()
-	b, err := syncbridge.New(t)
+	b, err := syncbridge.New(context.Background(), t)
 	if err != nil {
 		return res, err
 	}

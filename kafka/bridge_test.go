@@ -18,7 +18,7 @@ func echo(_ context.Context, req *syncbridge.Message) (syncbridge.Message, error
 
 func newResponder(t *testing.T, tr *kafka.Transport, topic, group string) *syncbridge.Responder {
 	t.Helper()
-	r, err := syncbridge.NewResponder(tr, topic, echo, syncbridge.WithGroup(group))
+	r, err := syncbridge.NewResponder(context.Background(), tr, topic, echo, syncbridge.WithGroup(group))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -28,7 +28,7 @@ func newResponder(t *testing.T, tr *kafka.Transport, topic, group string) *syncb
 
 func newBridge(t *testing.T, tr *kafka.Transport, opts ...syncbridge.Option) *syncbridge.Bridge {
 	t.Helper()
-	b, err := syncbridge.New(tr, opts...)
+	b, err := syncbridge.New(context.Background(), tr, opts...)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -100,7 +100,7 @@ func TestBridgeRouting(t *testing.T) {
 			}
 			for i, b := range bridges {
 				st := b.Stats()
-				if pinned && st.Dropped != [len(st.Dropped)]uint64{} {
+				if pinned && st.Dropped != (syncbridge.DroppedReplies{}) {
 					t.Errorf("pinned bridge %d dropped %v, want none", i, st.Dropped)
 				}
 			}
@@ -123,7 +123,7 @@ func TestBridgeStartup(t *testing.T) {
 		t.Fatal(err)
 	}
 	for i := range 20 {
-		b, err := syncbridge.New(e.transport(t), syncbridge.WithReplyTopic(replies))
+		b, err := syncbridge.New(context.Background(), e.transport(t), syncbridge.WithReplyTopic(replies))
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -4,7 +4,7 @@
 //	tr, err := kafka.New([]string{"127.0.0.1:9092"})
 //	if err != nil { ... }
 //	defer tr.Close()
-//	bridge, err := syncbridge.New(tr, syncbridge.WithReplyTopic("app.replies"))
+//	bridge, err := syncbridge.New(context.Background(), tr, syncbridge.WithReplyTopic("app.replies"))
 //
 // # Publishing
 //

@@ -26,7 +26,7 @@ func Example() {
 	}
 	defer tr.Close()
 
-	r, err := syncbridge.NewResponder(tr, "greetings", func(_ context.Context, req *syncbridge.Message) (syncbridge.Message, error) {
+	r, err := syncbridge.NewResponder(context.Background(), tr, "greetings", func(_ context.Context, req *syncbridge.Message) (syncbridge.Message, error) {
 		return syncbridge.Message{Value: append([]byte("hello, "), req.Value...)}, nil
 	})
 	if err != nil {
@@ -34,7 +34,7 @@ func Example() {
 	}
 	defer r.Close()
 
-	b, err := syncbridge.New(tr, syncbridge.WithReplyTopic("greetings.replies"))
+	b, err := syncbridge.New(context.Background(), tr, syncbridge.WithReplyTopic("greetings.replies"))
 	if err != nil {
 		panic(err)
 	}

@@ -458,7 +458,7 @@ func ftFailover(t *testing.T, crash bool) {
 	s := &ftServed{handled: make(map[string]int), taken: make(map[int32]bool)}
 	responder := func(name string) (*syncbridge.Responder, func()) {
 		tr := e.transport(t, kafka.ClientID(name))
-		r, err := syncbridge.NewResponder(tr, requests, s.handler(name), syncbridge.WithGroup(group))
+		r, err := syncbridge.NewResponder(context.Background(), tr, requests, s.handler(name), syncbridge.WithGroup(group))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -550,10 +550,8 @@ func ftFailover(t *testing.T, crash bool) {
 		t.Error("the survivor handled no request after the victim was closed")
 	}
 	st := b.Stats()
-	for _, reason := range []syncbridge.DropReason{syncbridge.DropMalformed, syncbridge.DropForeign, syncbridge.DropUnknown} {
-		if n := st.Dropped[reason]; n != 0 {
-			t.Errorf("the bridge dropped %d replies as %v", n, reason)
-		}
+	if d := st.Dropped; d.Malformed != 0 || d.Foreign != 0 || d.Unknown != 0 {
+		t.Errorf("the bridge dropped replies as malformed, foreign or unknown: %+v", d)
 	}
 	t.Logf("victim handled %d and closed in %v; survivor took over %v after the close began and handled %d since; %d requests overlapped the takeover, %d of them failed at their deadline",
 		victimHandled, closeTook.Round(time.Millisecond), takenAt.Sub(killAt).Round(time.Millisecond), survivorAfter, duringTakeover, failedDuring)
@@ -648,7 +646,7 @@ func TestDuplicateAndLateRepliesOnKafka(t *testing.T) {
 		}
 		publish(t, reply) // the same reply again, as a redelivery would
 		expectDrop(t, syncbridge.DropDuplicate, call.ID())
-		if st := b.Stats(); st.Dropped[syncbridge.DropDuplicate] != 1 || st.Replies != 1 {
+		if st := b.Stats(); st.Dropped.Duplicate != 1 || st.Replies != 1 {
 			t.Errorf("stats %+v, want 1 reply and 1 duplicate", st)
 		}
 	})
@@ -659,7 +657,7 @@ func TestDuplicateAndLateRepliesOnKafka(t *testing.T) {
 		entered := make(chan syncbridge.Message, 4)
 		release := make(chan struct{})
 		done := make(chan struct{})
-		resp, err := syncbridge.NewResponder(rtr, lateRequests, func(_ context.Context, req *syncbridge.Message) (syncbridge.Message, error) {
+		resp, err := syncbridge.NewResponder(context.Background(), rtr, lateRequests, func(_ context.Context, req *syncbridge.Message) (syncbridge.Message, error) {
 			if string(req.Value) == "late" {
 				entered <- *req
 				select {
@@ -744,8 +742,8 @@ func TestDuplicateAndLateRepliesOnKafka(t *testing.T) {
 		expectDrop(t, syncbridge.DropLate, call.ID())
 
 		st := b.Stats()
-		if st.Dropped[syncbridge.DropLate] != 2 || st.NoReply != 2 {
-			t.Errorf("stats %+v, want 2 late replies dropped and 2 requests without reply", st)
+		if st.Dropped.Late != 2 || st.TimedOut != 1 || st.Canceled != 1 {
+			t.Errorf("stats %+v, want 2 late replies dropped, 1 request timed out and 1 cancelled", st)
 		}
 		if rs := resp.Stats(); rs.Handled != 4 || rs.ReplyExpired != 1 {
 			t.Errorf("responder %+v, want 4 handled, 1 reply expired", rs)
@@ -753,9 +751,7 @@ func TestDuplicateAndLateRepliesOnKafka(t *testing.T) {
 	})
 
 	st := b.Stats()
-	for _, reason := range []syncbridge.DropReason{syncbridge.DropMalformed, syncbridge.DropForeign, syncbridge.DropUnknown} {
-		if n := st.Dropped[reason]; n != 0 {
-			t.Errorf("the bridge dropped %d replies as %v", n, reason)
-		}
+	if d := st.Dropped; d.Malformed != 0 || d.Foreign != 0 || d.Unknown != 0 {
+		t.Errorf("the bridge dropped replies as malformed, foreign or unknown: %+v", d)
 	}
 }

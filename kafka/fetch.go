@@ -303,7 +303,7 @@ func readRecords(topic string, partition int32, rs protocol.RecordReader, offset
 				}
 				continue
 			}
-			msg := syncbridge.Message{Topic: topic, Partition: partition}
+			msg := syncbridge.Message{Topic: topic, Partition: partition, Offset: r.Offset, Time: r.Time}
 			msg.Key, err = readBytes(r.Key)
 			if err == nil {
 				msg.Value, err = readBytes(r.Value)

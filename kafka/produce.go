@@ -83,10 +83,10 @@ func (t *Transport) Publish(ctx context.Context, msg syncbridge.Message) error {
 		return errors.New("syncbridge/kafka: publish: message without a topic")
 	}
 	if err := ctx.Err(); err != nil {
-		return fmt.Errorf("syncbridge/kafka: publish to %q: %w", msg.Topic, err)
+		return fmt.Errorf("syncbridge/kafka: publish to %q: %w (%w)", msg.Topic, err, syncbridge.ErrNotSent)
 	}
 	if t.ctx.Err() != nil {
-		return errClosed
+		return errClosedNotSent
 	}
 	r := newPending(&msg)
 	var last error

@@ -35,6 +35,9 @@ var (
 // errClosed is returned by every call after Close.
 var errClosed = fmt.Errorf("syncbridge/kafka: %w", syncbridge.ErrClosed)
 
+// errClosedNotSent is Publish's error after Close: nothing was sent.
+var errClosedNotSent = fmt.Errorf("%w (%w)", errClosed, syncbridge.ErrNotSent)
+
 // Transport is a syncbridge.Transport on Apache Kafka, built on kafka-go's
 // low-level protocol API. It is safe for concurrent use. Create it with New
 // and release it with Close.

@@ -53,7 +53,7 @@ func (t *Transport) Release(ctx context.Context) (int, error) {
 		if err != nil {
 			return i, err
 		}
-		if err := t.deliver(ctx, tp, h.msg, h.keyless); err != nil {
+		if _, err := t.deliver(ctx, tp, h.msg, h.keyless); err != nil {
 			return i, err
 		}
 	}

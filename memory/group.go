@@ -11,7 +11,9 @@ import (
 
 // group is a consumer group of a topic: one queue and one worker goroutine
 // per partition. Each worker hands its messages, in order, to the member its
-// partition is assigned to (partition modulo the number of members).
+// partition is assigned to (partition modulo the number of members); a
+// Concurrent member runs each call in a goroutine of its own, up to
+// maxConcurrent at once, so that its calls overlap.
 // Keyless messages, which have no order to keep, go to the shortest queue,
 // so that none waits behind a busy partition while another is idle.
 type group struct {
@@ -26,10 +28,15 @@ type group struct {
 	changed chan struct{}             // closed and replaced when members change
 }
 
+// maxConcurrent bounds the overlapping handler calls of one member of a
+// group whose subscription is Concurrent.
+const maxConcurrent = 64
+
 // member is one subscription of a group.
 type member struct {
 	g      *group
 	h      syncbridge.Handler
+	sem    chan struct{} // for a Concurrent member: a slot per call in progress
 	ctx    context.Context
 	cancel context.CancelFunc
 	once   sync.Once
@@ -41,7 +48,7 @@ type member struct {
 
 // join adds a member to the named group of tp, creating the group (and its
 // goroutines) on first use.
-func (t *Transport) join(tp *topic, name string, h syncbridge.Handler) (syncbridge.Subscription, error) {
+func (t *Transport) join(tp *topic, name string, h syncbridge.Handler, concurrent bool) (syncbridge.Subscription, error) {
 	tp.mu.Lock()
 	var g *group
 	for _, x := range *tp.groups.Load() {
@@ -75,6 +82,9 @@ func (t *Transport) join(tp *topic, name string, h syncbridge.Handler) (syncbrid
 
 	ctx, cancel := context.WithCancel(context.Background())
 	m := &member{g: g, h: h, ctx: ctx, cancel: cancel}
+	if concurrent {
+		m.sem = make(chan struct{}, maxConcurrent)
+	}
 	g.mu.Lock()
 	ms := append(slices.Clone(*g.members.Load()), m)
 	g.members.Store(&ms)
@@ -140,6 +150,16 @@ func (g *group) handOver(p int, msg syncbridge.Message) bool {
 		}
 		m.active.Add(1)
 		m.mu.Unlock()
+		if m.sem != nil {
+			// Concurrent: the call runs on its own, and the worker goes
+			// on to the next message, even of the same key.
+			m.sem <- struct{}{}
+			go func() {
+				defer func() { <-m.sem; m.active.Done() }()
+				m.h(m.ctx, msg)
+			}()
+			return true
+		}
 		m.h(m.ctx, msg)
 		m.active.Done()
 		return true

@@ -25,12 +25,17 @@ import (
 	"slices"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/syncbridge/syncbridge"
 )
 
-// ErrClosed is returned by Publish and Subscribe after Close.
-var ErrClosed = errors.New("syncbridge/memory: transport closed")
+// ErrClosed is returned by Publish and Subscribe after Close. It wraps
+// syncbridge.ErrClosed, as every transport's does.
+var ErrClosed = fmt.Errorf("syncbridge/memory: transport closed: %w", syncbridge.ErrClosed)
+
+// errNotSentClosed is Publish's error after Close: nothing was queued.
+var errNotSentClosed = fmt.Errorf("%w (%w)", ErrClosed, syncbridge.ErrNotSent)
 
 // Defaults for the zero Transport.
 const (
@@ -82,8 +87,9 @@ func (t *Transport) init() {
 
 // topic holds a topic's subscriptions.
 type topic struct {
-	name string
-	rr   atomic.Uint32 // round-robin partition for keyless messages
+	name    string
+	rr      atomic.Uint32  // round-robin partition for keyless messages
+	offsets []atomic.Int64 // next offset of each partition
 
 	mu     sync.Mutex               // protects changes to subs and groups
 	subs   atomic.Pointer[[]*bsub]  // read without mu
@@ -104,7 +110,7 @@ func (t *Transport) topic(name string) (*topic, error) {
 	}
 	tp := t.topics[name]
 	if tp == nil {
-		tp = &topic{name: name}
+		tp = &topic{name: name, offsets: make([]atomic.Int64, t.Partitions)}
 		tp.subs.Store(new([]*bsub))
 		tp.groups.Store(new([]*group))
 		t.topics[name] = tp
@@ -132,26 +138,32 @@ func (t *Transport) partition(tp *topic, msg *syncbridge.Message) (int32, error)
 }
 
 // Publish delivers msg to every broadcast subscription of msg.Topic and to
-// one member of each consumer group of it. It returns once msg is queued
-// everywhere, or when ctx ends (msg may then be queued in some places).
+// one member of each consumer group of it, stamping it with its partition's
+// next offset and the time. It returns once msg is queued everywhere, or
+// when ctx ends: the error then wraps syncbridge.ErrNotSent if msg was
+// queued nowhere yet (it never will be), and only ctx's error if some
+// subscriptions have it. Errors that refuse msg (closed, no topic,
+// partition out of range) wrap syncbridge.ErrNotSent.
 func (t *Transport) Publish(ctx context.Context, msg syncbridge.Message) error {
 	t.init()
 	if msg.Topic == "" {
-		return errors.New("syncbridge/memory: publish: empty topic")
+		return fmt.Errorf("syncbridge/memory: publish: empty topic: %w", syncbridge.ErrNotSent)
 	}
 	if err := ctx.Err(); err != nil {
-		return fmt.Errorf("syncbridge/memory: publish to %q: %w", msg.Topic, err)
+		return fmt.Errorf("syncbridge/memory: publish to %q: %w (%w)", msg.Topic, err, syncbridge.ErrNotSent)
 	}
 	tp, err := t.topic(msg.Topic)
 	if err != nil {
-		return err
+		return errNotSentClosed
 	}
 	p, err := t.partition(tp, &msg)
 	if err != nil {
-		return err
+		return fmt.Errorf("%w (%w)", err, syncbridge.ErrNotSent)
 	}
 	keyless := !msg.UsePartition && msg.Key == nil
 	msg.Partition, msg.UsePartition = p, false
+	msg.Offset = tp.offsets[p].Add(1) - 1
+	msg.Time = time.Now()
 	copies := 1
 	if f := t.faults.Load(); f != nil {
 		m := msg // declared here, so that only faulty runs pay for its escape
@@ -166,43 +178,54 @@ func (t *Transport) Publish(ctx context.Context, msg syncbridge.Message) error {
 			t.mu.Lock()
 			defer t.mu.Unlock()
 			if t.closed {
-				return ErrClosed
+				return errNotSentClosed
 			}
 			t.held = append(t.held, held{msg: msg, keyless: keyless})
 			return nil
 		}
 	}
-	for range copies {
-		if err := t.deliver(ctx, tp, msg, keyless); err != nil {
-			return fmt.Errorf("syncbridge/memory: publish to %q: %w", msg.Topic, err)
+	for i := range copies {
+		queued, err := t.deliver(ctx, tp, msg, keyless)
+		if err != nil {
+			if queued == 0 && i == 0 {
+				if errors.Is(err, syncbridge.ErrClosed) {
+					return errNotSentClosed
+				}
+				return fmt.Errorf("syncbridge/memory: publish to %q: %w (%w)", msg.Topic, err, syncbridge.ErrNotSent)
+			}
+			return fmt.Errorf("syncbridge/memory: publish to %q: %w (queued for %d subscriptions)", msg.Topic, err, queued)
 		}
 	}
 	return nil
 }
 
-// deliver queues msg for every subscription of tp. A consumer group
-// queues a keyless message where any of its partition workers can take it.
-func (t *Transport) deliver(ctx context.Context, tp *topic, msg syncbridge.Message, keyless bool) error {
+// deliver queues msg for every subscription of tp, and returns for how
+// many it did. A consumer group queues a keyless message where any of its
+// partition workers can take it.
+func (t *Transport) deliver(ctx context.Context, tp *topic, msg syncbridge.Message, keyless bool) (queued int, err error) {
 	for _, s := range *tp.subs.Load() {
 		if s.parts != nil && !slices.Contains(s.parts, msg.Partition) {
 			continue
 		}
 		if s.q == nil { // a concurrent subscription: call it from here
 			s.inline(msg)
+			queued++
 			continue
 		}
 		select {
 		case s.q <- msg: // room in the queue: the common case
+			queued++
 			continue
 		default:
 		}
 		select {
 		case s.q <- msg:
+			queued++
 		case <-s.done:
 		case <-t.done:
-			return ErrClosed
+			return queued, ErrClosed
 		case <-ctx.Done():
-			return ctx.Err()
+			return queued, ctx.Err()
 		}
 	}
 	for _, g := range *tp.groups.Load() {
@@ -212,18 +235,20 @@ func (t *Transport) deliver(ctx context.Context, tp *topic, msg syncbridge.Messa
 		}
 		select {
 		case q <- msg:
+			queued++
 			continue
 		default:
 		}
 		select {
 		case q <- msg:
+			queued++
 		case <-t.done:
-			return ErrClosed
+			return queued, ErrClosed
 		case <-ctx.Done():
-			return ctx.Err()
+			return queued, ctx.Err()
 		}
 	}
-	return nil
+	return queued, nil
 }
 
 // Subscribe subscribes h to cfg.Topic: see the package documentation.
@@ -246,7 +271,7 @@ func (t *Transport) Subscribe(ctx context.Context, cfg syncbridge.SubscribeConfi
 		return nil, err
 	}
 	if cfg.Group != "" {
-		return t.join(tp, cfg.Group, h)
+		return t.join(tp, cfg.Group, h, cfg.Concurrent)
 	}
 	sctx, cancel := context.WithCancel(context.Background())
 	s := &bsub{t: t, tp: tp, h: h, ctx: sctx, cancel: cancel, done: make(chan struct{}), exited: make(chan struct{})}
@@ -303,8 +328,9 @@ func (t *Transport) start(f func()) bool {
 // handler, or, for a concurrent subscription, nothing but the handler,
 // which Publish calls.
 type bsub struct {
-	mu     sync.RWMutex // held for reading by inline calls; protects closed
+	mu     sync.Mutex // protects closed and active.Add
 	closed bool
+	active sync.WaitGroup // inline handler calls in progress
 	t      *Transport
 	tp     *topic
 	h      syncbridge.Handler
@@ -318,12 +344,18 @@ type bsub struct {
 }
 
 // inline calls the handler of a concurrent subscription.
+// No lock is held during the call: a handler may publish to its own
+// topic, and so call itself, while Close waits.
 func (s *bsub) inline(msg syncbridge.Message) {
-	s.mu.RLock()
-	defer s.mu.RUnlock()
-	if !s.closed {
-		s.h(s.ctx, msg)
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return
 	}
+	s.active.Add(1)
+	s.mu.Unlock()
+	defer s.active.Done()
+	s.h(s.ctx, msg)
 }
 
 func (s *bsub) run() {
@@ -349,10 +381,11 @@ func (s *bsub) Close() error {
 		s.tp.mu.Unlock()
 		s.cancel()
 		close(s.done)
-		s.mu.Lock() // waits for inline calls in progress
+		s.mu.Lock()
 		s.closed = true
 		s.mu.Unlock()
 	})
+	s.active.Wait() // inline calls in progress
 	<-s.exited
 	return nil
 }

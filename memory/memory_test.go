@@ -67,3 +67,42 @@ func TestUseAfterClose(t *testing.T) {
 	default:
 	}
 }
+
+// TestConcurrentSelfPublishClose: a Concurrent broadcast handler that
+// publishes to its own topic while the subscription closes does not
+// deadlock (it did, when the handler ran under a read lock that Close's
+// write lock queued behind).
+func TestConcurrentSelfPublishClose(t *testing.T) {
+	for range 300 {
+		tr := &memory.Transport{}
+		var sub syncbridge.Subscription
+		var err error
+		sub, err = tr.Subscribe(context.Background(), syncbridge.SubscribeConfig{Topic: "t", Concurrent: true}, func(ctx context.Context, m syncbridge.Message) {
+			if len(m.Value) < 50 {
+				tr.Publish(ctx, syncbridge.Message{Topic: "t", Value: append(m.Value, 'x')})
+			}
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		published := make(chan struct{})
+		go func() {
+			defer close(published)
+			tr.Publish(context.Background(), syncbridge.Message{Topic: "t", Value: []byte("x")})
+		}()
+		sub.Close()
+		<-published
+		tr.Close()
+	}
+}
+
+// TestErrorsSayNotSent: what memory refuses wraps syncbridge.ErrNotSent.
+func TestErrorsSayNotSent(t *testing.T) {
+	tr := &memory.Transport{Partitions: 2}
+	defer tr.Close()
+	for _, m := range []syncbridge.Message{{}, {Topic: "t", Partition: 7, UsePartition: true}} {
+		if err := tr.Publish(context.Background(), m); !errors.Is(err, syncbridge.ErrNotSent) {
+			t.Errorf("Publish(%+v) = %v, want ErrNotSent", m, err)
+		}
+	}
+}

@@ -18,7 +18,7 @@ func echo(_ context.Context, req *syncbridge.Message) (syncbridge.Message, error
 
 func newBridge(t *testing.T, tr syncbridge.Transport, opts ...syncbridge.Option) *syncbridge.Bridge {
 	t.Helper()
-	b, err := syncbridge.New(tr, opts...)
+	b, err := syncbridge.New(context.Background(), tr, opts...)
 	if err != nil {
 		t.Fatalf("syncbridge.New: %v", err)
 	}
@@ -30,9 +30,9 @@ func newBridge(t *testing.T, tr syncbridge.Transport, opts ...syncbridge.Option)
 	return b
 }
 
-func newResponder(t *testing.T, tr syncbridge.Transport, topic string, h syncbridge.ReplyHandler, opts ...syncbridge.ResponderOption) *syncbridge.Responder {
+func newResponder(t *testing.T, tr syncbridge.Transport, topic string, h syncbridge.ReplyHandler, opts ...syncbridge.Option) *syncbridge.Responder {
 	t.Helper()
-	r, err := syncbridge.NewResponder(tr, topic, h, opts...)
+	r, err := syncbridge.NewResponder(context.Background(), tr, topic, h, opts...)
 	if err != nil {
 		t.Fatalf("syncbridge.NewResponder: %v", err)
 	}
@@ -171,7 +171,7 @@ func testBridgePinned(t *testing.T, s Setup) {
 	}
 	load(t, bridges, requests, 500, 16, s.Timeout)
 	for i, b := range bridges {
-		if d := b.Stats().Dropped; d != [len(d)]uint64{} {
+		if d := b.Stats().Dropped; d != (syncbridge.DroppedReplies{}) {
 			t.Errorf("pinned bridge %d dropped replies %v, want none: it reads only its own partition", i, d)
 		}
 	}

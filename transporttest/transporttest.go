@@ -10,8 +10,10 @@
 //	}
 //
 // The suite checks the Transport contract (delivery, broadcast positioning,
-// consumer groups, keys and partitions, headers, cancellation, Close) and
-// runs Bridges and Responders over the transport.
+// consumer groups, keys and partitions, headers, offsets and timestamps,
+// cancellation and ErrNotSent, PublishAsync when the transport has it,
+// Concurrent handler calls, Close and the error after it) and runs Bridges
+// and Responders over the transport.
 package transporttest
 
 import (
@@ -28,8 +30,10 @@ import (
 
 // Setup describes the transport under test.
 type Setup struct {
-	// New returns a ready transport. The suite does not close it: New
-	// registers its cleanup with t.Cleanup.
+	// New returns a ready transport. New registers its cleanup with
+	// t.Cleanup; the transport must also have a Close() error method,
+	// which the suite calls to check what happens after it (Close must be
+	// idempotent).
 	New func(t *testing.T) syncbridge.Transport
 	// Topic returns the name of a fresh topic, unused by any other test,
 	// ready to publish to and subscribe to, with Partitions partitions.
@@ -62,7 +66,11 @@ func Run(t *testing.T, s Setup) {
 		{"GroupResumes", testGroupResumes},
 		{"KeyOrder", testKeyOrder},
 		{"PublishCancelled", testPublishCancelled},
+		{"PublishAsync", testPublishAsync},
+		{"DeliveredOffsetAndTime", testOffsetAndTime},
+		{"ConcurrentOverlaps", testConcurrentOverlaps},
 		{"CloseStopsDelivery", testCloseStopsDelivery},
+		{"UseAfterClose", testUseAfterClose},
 		{"BridgeRequestReply", testBridgeRequestReply},
 		{"BridgeSharedReplyTopic", testBridgeShared},
 		{"BridgePinnedReplyPartitions", testBridgePinned},
@@ -348,20 +356,193 @@ func testKeyOrder(t *testing.T, s Setup) {
 	}
 }
 
+// testPublishCancelled: a message whose context ended before Publish is
+// not sent, and the error says so (ErrNotSent) along with why.
 func testPublishCancelled(t *testing.T, s Setup) {
 	tr, topic := s.New(t), s.Topic(t)
+	k := newSink()
+	subscribe(t, tr, syncbridge.SubscribeConfig{Topic: topic}, k.handle)
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
-	err := tr.Publish(ctx, syncbridge.Message{Topic: topic, Value: []byte("x")})
-	if !errors.Is(err, context.Canceled) {
-		t.Errorf("Publish with a cancelled context: %v, want context.Canceled", err)
+	err := tr.Publish(ctx, syncbridge.Message{Topic: topic, Value: []byte("cancelled")})
+	if !errors.Is(err, context.Canceled) || !errors.Is(err, syncbridge.ErrNotSent) {
+		t.Errorf("Publish with a cancelled context: %v, want context.Canceled and ErrNotSent", err)
 	}
 	ctx, cancel = context.WithTimeout(context.Background(), time.Nanosecond)
 	defer cancel()
 	<-ctx.Done()
-	err = tr.Publish(ctx, syncbridge.Message{Topic: topic, Value: []byte("x")})
-	if !errors.Is(err, context.DeadlineExceeded) {
-		t.Errorf("Publish with an expired context: %v, want context.DeadlineExceeded", err)
+	err = tr.Publish(ctx, syncbridge.Message{Topic: topic, Value: []byte("expired")})
+	if !errors.Is(err, context.DeadlineExceeded) || !errors.Is(err, syncbridge.ErrNotSent) {
+		t.Errorf("Publish with an expired context: %v, want context.DeadlineExceeded and ErrNotSent", err)
+	}
+	// Neither was delivered: the next message is the first to arrive.
+	publish(t, tr, syncbridge.Message{Topic: topic, Value: []byte("sent")})
+	if got := k.next(t, s.Timeout); string(got.Value) != "sent" {
+		t.Errorf("got %q, want only the message that was sent", got.Value)
+	}
+}
+
+// testPublishAsync checks an AsyncPublisher: done is called once per
+// message, nil once it is written; a message whose context ended first
+// is not sent, and done says ErrNotSent.
+func testPublishAsync(t *testing.T, s Setup) {
+	tr, topic := s.New(t), s.Topic(t)
+	ap, ok := tr.(syncbridge.AsyncPublisher)
+	if !ok {
+		t.Skip("the transport is not an AsyncPublisher: Publish is its only path")
+	}
+	k := newSink()
+	subscribe(t, tr, syncbridge.SubscribeConfig{Topic: topic}, k.handle)
+	const n = 100
+	var calls [n + 1]int
+	var mu sync.Mutex
+	results := make(chan error, 2*(n+1))
+	for i := range n {
+		ap.PublishAsync(context.Background(), syncbridge.Message{Topic: topic, Key: []byte("k"), Value: fmt.Appendf(nil, "%d", i)}, func(err error) {
+			mu.Lock()
+			calls[i]++
+			mu.Unlock()
+			results <- err
+		})
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	ap.PublishAsync(ctx, syncbridge.Message{Topic: topic, Key: []byte("k"), Value: []byte("cancelled")}, func(err error) {
+		mu.Lock()
+		calls[n]++
+		mu.Unlock()
+		results <- err
+	})
+	var notSent int
+	for range n + 1 {
+		select {
+		case err := <-results:
+			if err != nil {
+				if !errors.Is(err, syncbridge.ErrNotSent) || !errors.Is(err, context.Canceled) {
+					t.Errorf("done(%v), want nil or ErrNotSent with context.Canceled", err)
+				}
+				notSent++
+			}
+		case <-time.After(s.Timeout):
+			t.Fatalf("done not called within %v", s.Timeout)
+		}
+	}
+	if notSent != 1 {
+		t.Errorf("%d messages not sent, want 1 (the cancelled one)", notSent)
+	}
+	for i := range n {
+		if got := k.next(t, s.Timeout); string(got.Value) != fmt.Sprint(i) {
+			t.Fatalf("message %d = %q, want %d: in order for one key, and the cancelled one never", i, got.Value, i)
+		}
+	}
+	publish(t, tr, syncbridge.Message{Topic: topic, Key: []byte("k"), Value: []byte("end")})
+	if got := k.next(t, s.Timeout); string(got.Value) != "end" {
+		t.Errorf("after the cancelled message: got %q, want %q", got.Value, "end")
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	for i, c := range calls {
+		if c != 1 {
+			t.Errorf("done of message %d called %d times, want 1", i, c)
+		}
+	}
+}
+
+// testOffsetAndTime: a delivered message carries its offset, increasing
+// within a partition, and the time it was written.
+func testOffsetAndTime(t *testing.T, s Setup) {
+	tr, topic := s.New(t), s.Topic(t)
+	k := newSink()
+	subscribe(t, tr, syncbridge.SubscribeConfig{Topic: topic}, k.handle)
+	before := time.Now().Add(-time.Second) // clocks of broker and test differ a little
+	for i := range 3 {
+		publish(t, tr, syncbridge.Message{Topic: topic, Partition: 1, UsePartition: true, Value: fmt.Appendf(nil, "%d", i)})
+	}
+	last := int64(-1)
+	for range 3 {
+		m := k.next(t, s.Timeout)
+		if m.Offset <= last {
+			t.Errorf("offset %d after %d: want increasing offsets in a partition", m.Offset, last)
+		}
+		last = m.Offset
+		if m.Time.Before(before) || m.Time.After(time.Now().Add(time.Second)) {
+			t.Errorf("message time %v, want about now", m.Time)
+		}
+	}
+}
+
+// testConcurrentOverlaps: with Concurrent, a group subscription's handler
+// calls overlap, even for messages of one key: here each of 4 calls waits
+// until all 4 are in progress.
+func testConcurrentOverlaps(t *testing.T, s Setup) {
+	tr, topic := s.New(t), s.Topic(t)
+	const n = 4
+	var mu sync.Mutex
+	inProgress := 0
+	all := make(chan struct{})
+	done := make(chan struct{}, n)
+	subscribe(t, tr, syncbridge.SubscribeConfig{Topic: topic, Group: "g", Concurrent: true}, func(ctx context.Context, m syncbridge.Message) {
+		mu.Lock()
+		inProgress++
+		if inProgress == n {
+			close(all)
+		}
+		mu.Unlock()
+		select {
+		case <-all:
+		case <-ctx.Done():
+		}
+		done <- struct{}{}
+	})
+	for i := range n {
+		publish(t, tr, syncbridge.Message{Topic: topic, Key: []byte("same"), Value: fmt.Appendf(nil, "%d", i)})
+	}
+	select {
+	case <-all:
+	case <-time.After(s.Timeout):
+		mu.Lock()
+		defer mu.Unlock()
+		t.Fatalf("Concurrent: at most %d of %d handler calls were in progress at once, want them to overlap", inProgress, n)
+	}
+	for range n {
+		<-done
+	}
+}
+
+// testUseAfterClose: after Close, Publish fails with an error wrapping
+// ErrClosed and ErrNotSent, Subscribe with one wrapping ErrClosed, and
+// Close is idempotent.
+func testUseAfterClose(t *testing.T, s Setup) {
+	tr, topic := s.New(t), s.Topic(t)
+	c, ok := tr.(interface{ Close() error })
+	if !ok {
+		t.Fatalf("%T has no Close() error method", tr)
+	}
+	if err := c.Close(); err != nil {
+		t.Fatalf("Close: %v", err)
+	}
+	if err := c.Close(); err != nil {
+		t.Errorf("second Close: %v", err)
+	}
+	err := tr.Publish(context.Background(), syncbridge.Message{Topic: topic, Value: []byte("x")})
+	if !errors.Is(err, syncbridge.ErrClosed) || !errors.Is(err, syncbridge.ErrNotSent) {
+		t.Errorf("Publish after Close: %v, want ErrClosed and ErrNotSent", err)
+	}
+	if ap, ok := tr.(syncbridge.AsyncPublisher); ok {
+		got := make(chan error, 1)
+		ap.PublishAsync(context.Background(), syncbridge.Message{Topic: topic}, func(err error) { got <- err })
+		if err := <-got; !errors.Is(err, syncbridge.ErrClosed) || !errors.Is(err, syncbridge.ErrNotSent) {
+			t.Errorf("PublishAsync after Close: %v, want ErrClosed and ErrNotSent", err)
+		}
+	}
+	for _, cfg := range []syncbridge.SubscribeConfig{{Topic: topic}, {Topic: topic, Group: "g"}} {
+		sub, err := tr.Subscribe(context.Background(), cfg, func(context.Context, syncbridge.Message) {})
+		if !errors.Is(err, syncbridge.ErrClosed) {
+			t.Errorf("Subscribe(%+v) after Close: %v, want ErrClosed", cfg, err)
+		}
+		if sub != nil {
+			sub.Close()
+		}
 	}
 }
 

@@ -231,7 +231,7 @@ func serveAPI(ctx context.Context, c config, t syncbridge.Transport, topics cont
 
 	var b *syncbridge.Bridge
 	err = retryUnknownTopic(ctx, logger, func() (err error) {
-		b, err = syncbridge.New(t,
+		b, err = syncbridge.New(context.Background(), t,
 			syncbridge.WithReplyTopic(c.replyTopic),
 			syncbridge.WithMaxInFlight(c.maxInFlight))
 		return err

@@ -2,7 +2,7 @@ package api_test
 
 import (
 	"context"
-	"errors"
+	"fmt"
 	"net/http"
 	"runtime"
 	"strings"
@@ -220,7 +220,7 @@ type failingPublish struct {
 
 func (f *failingPublish) Publish(ctx context.Context, msg syncbridge.Message) error {
 	if f.fail.Load() {
-		return errors.New("broker unreachable")
+		return fmt.Errorf("broker unreachable: %w", syncbridge.ErrNotSent)
 	}
 	return f.Transport.Publish(ctx, msg)
 }
@@ -319,9 +319,9 @@ func TestReports(t *testing.T) {
 func waitIdle(t *testing.T, b *syncbridge.Bridge, d time.Duration) {
 	t.Helper()
 	deadline := time.Now().Add(d)
-	for b.InFlight() != 0 {
+	for b.Stats().InFlight != 0 {
 		if time.Now().After(deadline) {
-			t.Fatalf("%d requests still in flight after %v", b.InFlight(), d)
+			t.Fatalf("%d requests still in flight after %v", b.Stats().InFlight, d)
 		}
 		runtime.Gosched()
 	}

@@ -190,7 +190,7 @@ func newEnv(t *testing.T, b backend, s setup) *env {
 // closed in the reverse order when the test ends.
 func newReplica(t *testing.T, b backend, tr syncbridge.Transport, topics contract.Topics, s setup, audit io.Writer) (*syncbridge.Bridge, *api.Server, string, *http.Client) {
 	t.Helper()
-	br, err := syncbridge.New(tr, syncbridge.WithReplyTopic(topics.Replies), syncbridge.WithMaxInFlight(s.maxInFlight))
+	br, err := syncbridge.New(context.Background(), tr, syncbridge.WithReplyTopic(topics.Replies), syncbridge.WithMaxInFlight(s.maxInFlight))
 	if err != nil {
 		t.Fatal(err)
 	}

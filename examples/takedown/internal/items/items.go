@@ -137,12 +137,12 @@ func (s *Service) start() error {
 		return fmt.Errorf("items: subscribe to %s: %w", s.opts.Topics.Reports, err)
 	}
 	s.subs = append(s.subs, sub)
-	r, err := syncbridge.NewResponder(s.t, s.opts.Topics.Queries, s.query, syncbridge.WithGroup(s.opts.Group+".queries"))
+	r, err := syncbridge.NewResponder(context.Background(), s.t, s.opts.Topics.Queries, s.query, syncbridge.WithGroup(s.opts.Group+".queries"))
 	if err != nil {
 		return fmt.Errorf("items: %w", err)
 	}
 	s.subs = append(s.subs, r)
-	r, err = syncbridge.NewResponder(s.t, s.opts.Topics.Takedowns, s.takedown, syncbridge.WithGroup(s.opts.Group+".takedowns"))
+	r, err = syncbridge.NewResponder(context.Background(), s.t, s.opts.Topics.Takedowns, s.takedown, syncbridge.WithGroup(s.opts.Group+".takedowns"))
 	if err != nil {
 		return fmt.Errorf("items: %w", err)
 	}

@@ -58,7 +58,7 @@ func request(t *testing.T, b *syncbridge.Bridge, topic, key string, v, out any) 
 }
 
 func newBridge(t *testing.T, tr *memory.Transport) *syncbridge.Bridge {
-	b, err := syncbridge.New(tr)
+	b, err := syncbridge.New(context.Background(), tr)
 	if err != nil {
 		t.Fatal(err)
 	}
