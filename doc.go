@@ -10,12 +10,17 @@
 // speaks Spring Kafka's ReplyingKafkaTemplate headers works with it, and a
 // Bridge works with Spring and NestJS responders.
 //
-// Request waits for the reply. Go starts a request and returns a Call that
-// can outlive its caller's patience: answer 202 Accepted, keep the Call, and
-// serve its outcome when the client polls.
+// Go starts a request and returns a Call as soon as the request is handed
+// to the transport; the Call can outlive its caller's patience: answer 202
+// Accepted, keep the Call, and serve its outcome when the client polls.
+// Request is Go followed by a wait, so both give the same outcome for the
+// same inputs.
 //
 // Errors say what a caller can do next: ErrOverloaded and ErrPublish mean
-// nothing was sent (retry), ErrNoReply with context.DeadlineExceeded means
-// the request was sent and may have run, a *RemoteError carries the
-// responder's error, ErrClosed follows Close and Shutdown.
+// the request was certainly not sent (retry); ErrNoReply, with
+// context.DeadlineExceeded or context.Canceled, means it was sent or maybe
+// sent and may have run (retry only idempotent requests); a *RemoteError
+// carries the responder's error; ErrClosed follows Close and Shutdown.
+// Bridge.Stats counts the causes apart: replies, remote errors, the
+// caller's cancellations, timeouts, publish failures, overload, closing.
 package syncbridge
