@@ -35,6 +35,7 @@ type Call struct {
 	reply      *Message
 	err        error
 	x          *callExtra // what few Calls need; nil until one does
+	hi         *RequestInfo // for request hooks; nil without them
 
 	hdrs outgoingBuf // the request's headers, for up to 4 of them
 }
@@ -82,6 +83,9 @@ func (b *Bridge) Go(ctx context.Context, msg Message) *Call {
 // start sends the request of c. With watch, c watches its context and
 // default timeout itself (Go); without, its caller does (Request).
 func (b *Bridge) start(c *Call, msg *Message, watch bool) {
+	if b.hooks.requests() {
+		c.hi = &RequestInfo{Context: c.parent, Topic: msg.Topic, Start: time.Now()}
+	}
 	if msg.Topic == "" {
 		c.end(nil, errNoTopic, outInvalid)
 		return
@@ -106,6 +110,16 @@ func (b *Bridge) start(c *Call, msg *Message, watch bool) {
 	}
 	c.deadline = deadline
 	out := b.outgoing(c, msg)
+	if hi := c.hi; hi != nil {
+		m := out // on the heap only when there are hooks
+		hi.ID = string(c.hdrs.buf[:idLen])
+		hi.Message = &m
+		for _, h := range b.hooks.reqStart {
+			h.OnRequestStart(hi)
+		}
+		out = m
+		hi.pubStart = time.Now()
+	}
 	c.publishing = true // before anyone else can see c
 	if !b.reg.add(c.seq, c) {
 		c.end(nil, ErrClosed, outClosed)
@@ -199,6 +213,9 @@ func (c *Call) expire(cause error) {
 func (c *Call) published(err error) {
 	c.mu.Lock()
 	c.publishing = false
+	if hi := c.hi; hi != nil && !c.ended {
+		hi.PublishDuration = time.Since(hi.pubStart)
+	}
 	var cause error
 	if c.x != nil {
 		cause = c.x.expired
@@ -241,6 +258,15 @@ func (c *Call) end(reply *Message, err error, o outcome) {
 	}
 	c.mu.Unlock()
 	c.stopWatching(stop, timer)
+	if hi := c.hi; hi != nil {
+		hi.Outcome, hi.Err, hi.Reply, hi.Duration = Outcome(o), err, reply, time.Since(hi.Start)
+		if re, ok := err.(*RemoteError); ok {
+			hi.Reply = re.Reply
+		}
+		for _, h := range b.hooks.reqEnd {
+			h.OnRequestEnd(hi)
+		}
+	}
 	// The slot is released before waking anyone, so that a caller woken
 	// by the Call can start its next request within MaxInFlight at once.
 	if c.acquired {

@@ -1,15 +1,154 @@
 package syncbridge
 
 import (
+	"context"
 	"fmt"
+	"time"
 )
 
 // Hook is a value implementing one or more of the hook interfaces below,
 // passed to WithHooks. New hook interfaces may be added; a value
-// implementing none of them makes New or NewResponder fail. Hook methods are called synchronously, on the
-// path of a reply or request: they must be fast, must not block, and must be
-// safe for concurrent use.
+// implementing none of them makes New or NewResponder fail. Hook methods
+// are called synchronously, on the path of a reply or request: they must be
+// fast, must not block, and must be safe for concurrent use. Without hooks,
+// a request costs nothing more: the structures passed to hooks are made
+// only when there are hooks to call.
 type Hook any
+
+// RequestStartHook is called by a Bridge for each request it is about to
+// hand to the transport, once the request carries its correlation ID and
+// reply headers. The hook may append headers to info.Message (trace
+// context, say) and replace info.Context with a context derived from it
+// (carrying a span, say); the end hooks receive it back.
+type RequestStartHook interface {
+	OnRequestStart(info *RequestInfo)
+}
+
+// RequestEndHook is called by a Bridge once for every request that
+// Request or Go received, when it ends: answered, failed, refused at once
+// (then without OnRequestStart before it), cancelled, timed out or closed.
+// It is called from the goroutine that ended the request: the caller's,
+// the reply subscription's, a timer's or the transport's.
+type RequestEndHook interface {
+	OnRequestEnd(info *RequestInfo)
+}
+
+// RequestInfo describes a request to the request hooks. The Bridge owns it;
+// hooks may keep it after the call but must not modify it, but for the
+// fields that say so.
+type RequestInfo struct {
+	// Context is the caller's context. A RequestStartHook may replace it.
+	Context context.Context
+	// Topic is the request's topic.
+	Topic string
+	// ID is the request's correlation ID; "" when refused before one was
+	// assigned.
+	ID string
+	// Message is the request as it will be published, for
+	// RequestStartHook, which may append headers to it; nil for a request
+	// refused before publishing.
+	Message *Message
+	// Start is when Request or Go was called.
+	Start time.Time
+
+	// Set for RequestEndHook:
+
+	// Outcome says how the request ended.
+	Outcome Outcome
+	// Err is the request's error, nil for a reply.
+	Err error
+	// Reply is the reply, for OutcomeReply and OutcomeRemoteError.
+	Reply *Message
+	// Duration is the time from Start to the end.
+	Duration time.Duration
+	// PublishDuration is the time the transport took to acknowledge the
+	// request (or refuse it); zero when it did not answer before the end.
+	PublishDuration time.Duration
+
+	pubStart time.Time // when the request was handed to the transport
+}
+
+// Outcome says how a request ended: one per Stats counter.
+type Outcome uint8
+
+// Outcomes of a request.
+const (
+	OutcomeReply        Outcome = Outcome(outReply)      // a normal reply
+	OutcomeRemoteError  Outcome = Outcome(outRemote)     // an error reply
+	OutcomeCanceled     Outcome = Outcome(outCanceled)   // the caller cancelled
+	OutcomeTimedOut     Outcome = Outcome(outTimedOut)   // the deadline passed
+	OutcomePublishError Outcome = Outcome(outPublish)    // not sent: the transport failed
+	OutcomeOverloaded   Outcome = Outcome(outOverloaded) // refused: MaxInFlight
+	OutcomeClosed       Outcome = Outcome(outClosed)     // the Bridge was closed
+	OutcomeInvalid      Outcome = Outcome(outInvalid)    // refused: invalid message
+)
+
+var outcomeNames = [...]string{"reply", "remote_error", "canceled", "timed_out", "publish_error", "overloaded", "closed", "invalid"}
+
+// String returns the outcome's name: "reply", "remote_error", "canceled",
+// "timed_out", "publish_error", "overloaded", "closed" or "invalid".
+func (o Outcome) String() string {
+	if int(o) >= len(outcomeNames) {
+		return "Outcome(?)"
+	}
+	return outcomeNames[o]
+}
+
+// HandleStartHook is called by a Responder before it calls its handler.
+// The hook may replace info.Context with a context derived from it (a
+// span whose parent is the caller's trace context from the request's
+// headers, say): the handler receives that context.
+type HandleStartHook interface {
+	OnHandleStart(info *HandleInfo)
+}
+
+// ReplyPublishHook is called by a Responder just before it publishes a
+// reply; the hook may append headers to reply.
+type ReplyPublishHook interface {
+	OnReplyPublish(info *HandleInfo, reply *Message)
+}
+
+// HandleEndHook is called by a Responder once for every request it handed
+// to its handler, once the reply is published (or not).
+type HandleEndHook interface {
+	OnHandleEnd(info *HandleInfo)
+}
+
+// HandleInfo describes a request a Responder handles, to its hooks. The
+// Responder owns it; hooks may keep it but must not modify it, but for
+// the fields that say so.
+type HandleInfo struct {
+	// Context is the handler's context. A HandleStartHook may replace it
+	// with one derived from it.
+	Context context.Context
+	// Topic and Group are the request topic and the Responder's group.
+	Topic, Group string
+	// Request is the request. Its Partition, Offset and Time are what the
+	// transport knows of it.
+	Request *Message
+	// ID is the request's correlation ID.
+	ID []byte
+	// Queued is the time from the request being written (its Time) to the
+	// handler's call; zero when the transport does not know when it was
+	// written.
+	Queued time.Duration
+
+	// Set for HandleEndHook:
+
+	// Err is the handler's error (a *RemoteError for a panic), nil when it
+	// succeeded.
+	Err error
+	// Panicked reports whether the handler panicked.
+	Panicked bool
+	// Handling is how long the handler ran.
+	Handling time.Duration
+	// Reply is the reply, with the headers it was published with; nil when
+	// none was published (the deadline passed).
+	Reply *Message
+	// ReplyErr is the transport's error when the reply could not be
+	// published.
+	ReplyErr error
+}
 
 // DroppedReplyHook is called by a Bridge for every reply it drops. msg is
 // valid only during the call.
@@ -25,9 +164,20 @@ type SkippedRequestHook interface {
 
 // hooks holds the hooks by interface, found once by type assertion.
 type hooks struct {
-	dropped []DroppedReplyHook
-	skipped []SkippedRequestHook
+	dropped     []DroppedReplyHook
+	skipped     []SkippedRequestHook
+	reqStart    []RequestStartHook
+	reqEnd      []RequestEndHook
+	handleStart []HandleStartHook
+	replyPub    []ReplyPublishHook
+	handleEnd   []HandleEndHook
 }
+
+// requests reports whether there are request hooks.
+func (h *hooks) requests() bool { return len(h.reqStart)+len(h.reqEnd) > 0 }
+
+// handling reports whether there are handling hooks.
+func (h *hooks) handling() bool { return len(h.handleStart)+len(h.replyPub)+len(h.handleEnd) > 0 }
 
 func newHooks(hs []Hook) (hooks, error) {
 	var h hooks
@@ -39,6 +189,26 @@ func newHooks(hs []Hook) (hooks, error) {
 		}
 		if s, ok := x.(SkippedRequestHook); ok {
 			h.skipped = append(h.skipped, s)
+			any = true
+		}
+		if s, ok := x.(RequestStartHook); ok {
+			h.reqStart = append(h.reqStart, s)
+			any = true
+		}
+		if e, ok := x.(RequestEndHook); ok {
+			h.reqEnd = append(h.reqEnd, e)
+			any = true
+		}
+		if s, ok := x.(HandleStartHook); ok {
+			h.handleStart = append(h.handleStart, s)
+			any = true
+		}
+		if p, ok := x.(ReplyPublishHook); ok {
+			h.replyPub = append(h.replyPub, p)
+			any = true
+		}
+		if e, ok := x.(HandleEndHook); ok {
+			h.handleEnd = append(h.handleEnd, e)
 			any = true
 		}
 		if !any {

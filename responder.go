@@ -116,8 +116,24 @@ func (r *Responder) serve(_ context.Context, msg Message) {
 	r.stats.inProgress.Add(1)
 	defer r.stats.inProgress.Add(-1)
 	defer ctx.release()
-	reply, err := r.call(ctx, req)
+	var hctx context.Context = ctx
+	var hi *HandleInfo
+	if r.hooks.handling() {
+		hi = &HandleInfo{Context: ctx, Topic: req.Topic, Group: r.cfg.group, Request: req, ID: ri.id}
+		if !req.Time.IsZero() {
+			hi.Queued = now.Sub(req.Time)
+		}
+		for _, h := range r.hooks.handleStart {
+			h.OnHandleStart(hi)
+		}
+		hctx = hi.Context
+		defer r.handleEnd(hi)
+	}
+	reply, err, panicked := r.call(hctx, req)
 	r.stats.handled.Add(1)
+	if hi != nil {
+		hi.Err, hi.Panicked, hi.Handling = err, panicked, time.Since(now)
+	}
 	out := Message{Topic: ri.replyTo, Key: reply.Key, Value: reply.Value, Partition: ri.partition, UsePartition: ri.hasPartition}
 	h := &r.cfg.headers
 	out.Headers = in.hdrs[:0]
@@ -153,26 +169,45 @@ func (r *Responder) serve(_ context.Context, msg Message) {
 		r.stats.replyExpired.Add(1)
 		return
 	}
+	if hi != nil {
+		m := out // on the heap only when there are hooks
+		for _, h := range r.hooks.replyPub {
+			h.OnReplyPublish(hi, &m)
+		}
+		out = m
+		hi.Reply = &m
+	}
 	if perr := r.t.Publish(pctx, out); perr != nil {
 		r.stats.replyFails.Add(1)
+		if hi != nil {
+			hi.ReplyErr = perr
+		}
 		if l := r.cfg.logger; l != nil {
 			l.Warn("syncbridge: reply not published", "topic", ri.replyTo, "correlation", string(ri.id), "err", perr)
 		}
 	}
 }
 
+// handleEnd calls the HandleEndHooks.
+func (r *Responder) handleEnd(hi *HandleInfo) {
+	for _, h := range r.hooks.handleEnd {
+		h.OnHandleEnd(hi)
+	}
+}
+
 // call runs the handler, turning a panic into an error.
-func (r *Responder) call(ctx context.Context, req *Message) (reply Message, err error) {
+func (r *Responder) call(ctx context.Context, req *Message) (reply Message, err error, panicked bool) {
 	defer func() {
 		if p := recover(); p != nil {
 			r.stats.panicked.Add(1)
 			if l := r.cfg.logger; l != nil {
 				l.Error("syncbridge: handler panicked", "topic", req.Topic, "panic", fmt.Sprint(p), "stack", string(debug.Stack()))
 			}
-			reply, err = Message{}, &RemoteError{Code: CodePanic, Description: "handler panicked"}
+			reply, err, panicked = Message{}, &RemoteError{Code: CodePanic, Description: "handler panicked"}, true
 		}
 	}()
-	return r.h(ctx, req)
+	reply, err = r.h(ctx, req)
+	return reply, err, false
 }
 
 func (r *Responder) skip(reason SkipReason, msg *Message, err error) {
