@@ -34,7 +34,7 @@ type Call struct {
 	done       chan struct{}
 	reply      *Message
 	err        error
-	x          *callExtra // what few Calls need; nil until one does
+	x          *callExtra   // what few Calls need; nil until one does
 	hi         *RequestInfo // for request hooks; nil without them
 
 	hdrs outgoingBuf // the request's headers, for up to 4 of them
