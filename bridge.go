@@ -260,6 +260,18 @@ func (b *Bridge) onReply(_ context.Context, msg Message) {
 	}
 	m := new(Message) // the caller's reply
 	*m = msg
+	if c.g != nil {
+		dup, late, full := c.g.add(m, &b.cfg.headers)
+		switch {
+		case dup:
+			b.drop(DropDuplicate, msg)
+		case late:
+			b.drop(DropLate, msg)
+		case full && b.reg.remove(seq) != nil:
+			c.end(nil, nil, outReply)
+		}
+		return
+	}
 	if re := parseReplyError(m, &b.cfg.headers); re != nil {
 		c.end(nil, re, outRemote)
 		return

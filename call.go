@@ -36,6 +36,7 @@ type Call struct {
 	err        error
 	x          *callExtra   // what few Calls need; nil until one does
 	hi         *RequestInfo // for request hooks; nil without them
+	g          *gathering   // for Gather: many replies; nil otherwise
 
 	hdrs outgoingBuf // the request's headers, for up to 4 of them
 }
@@ -245,6 +246,9 @@ func (c *Call) published(err error) {
 // from the registry, or start before registering it.
 func (c *Call) end(reply *Message, err error, o outcome) {
 	b := c.b
+	if c.g != nil && (o == outCanceled || o == outTimedOut) && c.g.len() > 0 {
+		err, o = nil, outReply // a gathering that got replies succeeded
+	}
 	b.stats.outcomes[o].Add(1)
 	c.mu.Lock()
 	c.reply, c.err, c.ended = reply, err, true

@@ -28,6 +28,11 @@ type HeaderNames struct {
 	// ErrorDescription carries an error reply's description. Default
 	// "syncbridge_errorDescription".
 	ErrorDescription string
+	// Responder carries, on a Responder's replies, the name of its group,
+	// so that Gather counts one reply per group (several members of one
+	// group may answer a redelivered request). Default
+	// "syncbridge_responder".
+	Responder string
 }
 
 // DefaultHeaderNames returns the default header names.
@@ -39,20 +44,21 @@ func DefaultHeaderNames() HeaderNames {
 		Deadline:         "syncbridge_deadline",
 		ErrorCode:        "syncbridge_errorCode",
 		ErrorDescription: "syncbridge_errorDescription",
+		Responder:        "syncbridge_responder",
 	}
 }
 
 // reserved reports whether key is one of the names syncbridge sets.
 func (h *HeaderNames) reserved(key string) bool {
 	switch key {
-	case h.CorrelationID, h.ReplyTopic, h.ReplyPartition, h.Deadline, h.ErrorCode, h.ErrorDescription:
+	case h.CorrelationID, h.ReplyTopic, h.ReplyPartition, h.Deadline, h.ErrorCode, h.ErrorDescription, h.Responder:
 		return true
 	}
 	return false
 }
 
 func (h HeaderNames) validate() error {
-	names := []string{h.CorrelationID, h.ReplyTopic, h.ReplyPartition, h.Deadline, h.ErrorCode, h.ErrorDescription}
+	names := []string{h.CorrelationID, h.ReplyTopic, h.ReplyPartition, h.Deadline, h.ErrorCode, h.ErrorDescription, h.Responder}
 	seen := make(map[string]bool, len(names))
 	for _, n := range names {
 		if n == "" {

@@ -70,6 +70,10 @@ func (r *registry) resolve(seq uint64) (c *Call, dup bool) {
 	s := r.shard(seq)
 	s.mu.Lock()
 	c = s.m[seq]
+	if c != nil && c.g != nil { // a gathering stays for more replies
+		s.mu.Unlock()
+		return c, false
+	}
 	if c != nil {
 		delete(s.m, seq)
 		s.answered[s.next] = seq

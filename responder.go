@@ -38,8 +38,9 @@ type Responder struct {
 	h     ReplyHandler
 	sub   Subscription
 
-	replyTo atomic.Pointer[string] // the last reply topic seen, to reuse its string
-	stats   responderCounters
+	replyTo   atomic.Pointer[string] // the last reply topic seen, to reuse its string
+	groupName []byte                 // cfg.group, the value of the Responder header
+	stats     responderCounters
 
 	closing atomic.Bool // Close began: handler contexts are cancelled
 	mu      sync.Mutex  // protects waiting
@@ -70,7 +71,7 @@ func NewResponder(ctx context.Context, t Transport, topic string, h ReplyHandler
 		return nil, errors.New("syncbridge: NewResponder: empty group")
 	}
 	hs, _ := newHooks(cfg.hooks) // checked by applyOptions
-	r := &Responder{t: t, cfg: cfg, hooks: hs, h: h, waiting: make(map[*deadlineCtx]struct{}), closed: make(chan struct{})}
+	r := &Responder{t: t, cfg: cfg, hooks: hs, h: h, groupName: []byte(cfg.group), waiting: make(map[*deadlineCtx]struct{}), closed: make(chan struct{})}
 	sub, err := t.Subscribe(ctx, SubscribeConfig{Topic: topic, Group: cfg.group, Concurrent: cfg.concurrent}, r.serve)
 	if err != nil {
 		return nil, fmt.Errorf("syncbridge: subscribe to request topic %q: %w", topic, err)
@@ -85,7 +86,7 @@ func NewResponder(ctx context.Context, t Transport, topic string, h ReplyHandler
 type inbound struct {
 	req  Message
 	ctx  deadlineCtx
-	hdrs [1]Header // the correlation ID of a plain reply
+	hdrs [2]Header // the correlation ID and responder of a plain reply
 }
 
 // serve handles one request: the transport's Handler. It returns once the
@@ -142,7 +143,7 @@ func (r *Responder) serve(_ context.Context, msg Message) {
 			out.Headers = append(out.Headers, x)
 		}
 	}
-	out.Headers = append(out.Headers, Header{Key: h.CorrelationID, Value: ri.id})
+	out.Headers = append(out.Headers, Header{Key: h.CorrelationID, Value: ri.id}, Header{Key: h.Responder, Value: r.groupName})
 	if err != nil {
 		r.stats.failed.Add(1)
 		var re *RemoteError

@@ -183,3 +183,59 @@ func testBridgeConcurrent(t *testing.T, s Setup) {
 	b := newBridge(t, tr, syncbridge.WithReplyTopic(replies))
 	load(t, []*syncbridge.Bridge{b}, requests, 1000, 32, s.Timeout)
 }
+
+// testBridgeGather: one request, answered by three responders of three
+// groups; Gather collects one reply from each, and stops by count, by a
+// quiet gap, or at the deadline, returning what arrived.
+func testBridgeGather(t *testing.T, s Setup) {
+	tr, requests, replies := s.New(t), s.Topic(t), s.Topic(t)
+	for i := range 3 {
+		newResponder(t, tr, requests, func(_ context.Context, req *syncbridge.Message) (syncbridge.Message, error) {
+			if i == 2 {
+				return syncbridge.Message{}, syncbridge.NewRemoteError("busy", "")
+			}
+			return syncbridge.Message{Value: fmt.Appendf(nil, "%s from %d", req.Value, i)}, nil
+		}, syncbridge.WithGroup(fmt.Sprintf("g%d", i)))
+	}
+	b := newBridge(t, tr, syncbridge.WithReplyTopic(replies))
+	check := func(g *syncbridge.Gathered, want string) {
+		t.Helper()
+		got := map[string]bool{}
+		for _, r := range g.Replies {
+			got[string(r.Value)] = true
+		}
+		if len(g.Replies) != 2 || !got[want+" from 0"] || !got[want+" from 1"] || len(g.Errors) != 1 || g.Errors[0].Code != "busy" {
+			t.Errorf("gathered %d replies %v and errors %v, want 2 replies to %q and 1 error", len(g.Replies), got, g.Errors, want)
+		}
+	}
+
+	ctx, cancel := context.WithTimeout(context.Background(), s.Timeout)
+	defer cancel()
+	g, err := b.Gather(ctx, syncbridge.Message{Topic: requests, Value: []byte("count")}, syncbridge.GatherOptions{Count: 3})
+	if err != nil {
+		t.Fatalf("Gather by count: %v", err)
+	}
+	if g.Stop != syncbridge.GatherCount {
+		t.Errorf("stopped by %v, want count", g.Stop)
+	}
+	check(g, "count")
+
+	g, err = b.Gather(ctx, syncbridge.Message{Topic: requests, Value: []byte("quiet")}, syncbridge.GatherOptions{Count: 10, Quiet: s.Timeout / 30})
+	if err != nil {
+		t.Fatalf("Gather by quiet gap: %v", err)
+	}
+	if g.Stop != syncbridge.GatherQuiet {
+		t.Errorf("stopped by %v, want quiet", g.Stop)
+	}
+	check(g, "quiet")
+
+	short, cancel2 := context.WithTimeout(context.Background(), s.Timeout/30)
+	defer cancel2()
+	g, err = b.Gather(short, syncbridge.Message{Topic: s.Topic(t), Value: []byte("nobody")}, syncbridge.GatherOptions{})
+	if !errors.Is(err, syncbridge.ErrNoReply) || !errors.Is(err, context.DeadlineExceeded) || g == nil || g.Len() != 0 || g.Stop != syncbridge.GatherDeadline {
+		t.Errorf("Gather with no responder: %+v, %v; want an empty result stopped by the deadline, and ErrNoReply", g, err)
+	}
+	if st := b.Stats(); st.Replies != 2 || st.TimedOut != 1 || st.Waiting != 0 || st.InFlight != 0 {
+		t.Errorf("stats %+v, want 2 gatherings with replies, 1 timed out, nothing waiting", st)
+	}
+}

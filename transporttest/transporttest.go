@@ -75,6 +75,7 @@ func Run(t *testing.T, s Setup) {
 		{"BridgeSharedReplyTopic", testBridgeShared},
 		{"BridgePinnedReplyPartitions", testBridgePinned},
 		{"BridgeConcurrentHandlers", testBridgeConcurrent},
+		{"BridgeGather", testBridgeGather},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) { tc.f(t, s) })

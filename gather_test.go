@@ -1,0 +1,124 @@
+package syncbridge_test
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/syncbridge/syncbridge"
+	"github.com/syncbridge/syncbridge/memory"
+)
+
+// TestGatherDuplicates: a reply delivered twice (at-least-once) counts
+// once, and the second is dropped as a duplicate.
+func TestGatherDuplicates(t *testing.T) {
+	tr := &memory.Transport{}
+	defer tr.Close()
+	tr.SetFaults(func(m *syncbridge.Message) memory.Fault {
+		if m.Topic == syncbridge.DefaultReplyTopic {
+			return memory.Duplicate
+		}
+		return memory.Deliver
+	})
+	for i := range 2 {
+		r, err := syncbridge.NewResponder(context.Background(), tr, "req", echo, syncbridge.WithGroup(fmt.Sprint("g", i)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer r.Close()
+	}
+	b, err := syncbridge.New(context.Background(), tr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	g, err := b.Gather(ctxTimeout(t, 10*time.Second), syncbridge.Message{Topic: "req", Value: []byte("v")}, syncbridge.GatherOptions{Count: 3, Quiet: 200 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if g.Len() != 2 || g.Stop != syncbridge.GatherQuiet {
+		t.Errorf("gathered %d replies, stopped by %v; want 2 (one per group), by the quiet gap", g.Len(), g.Stop)
+	}
+	if d := b.Stats().Dropped.Duplicate; d != 2 {
+		t.Errorf("%d duplicates dropped, want 2", d)
+	}
+}
+
+// TestGatherInvalid: bad options and messages are refused at once.
+func TestGatherInvalid(t *testing.T) {
+	e := newEnv(t, echo)
+	for _, tc := range []struct {
+		msg  syncbridge.Message
+		opts syncbridge.GatherOptions
+	}{{syncbridge.Message{}, syncbridge.GatherOptions{}}, {syncbridge.Message{Topic: "req"}, syncbridge.GatherOptions{Count: -1}}} {
+		if _, err := e.b.Gather(context.Background(), tc.msg, tc.opts); err == nil {
+			t.Errorf("Gather(%+v, %+v) succeeded", tc.msg, tc.opts)
+		}
+	}
+}
+
+func ExampleBridge_Gather() {
+	tr := &memory.Transport{}
+	defer tr.Close()
+	ctx := context.Background()
+	// Three price services, each in a group of its own, so that each
+	// receives every request.
+	for _, shop := range []string{"north", "south", "east"} {
+		r, err := syncbridge.NewResponder(ctx, tr, "prices", func(_ context.Context, req *syncbridge.Message) (syncbridge.Message, error) {
+			return syncbridge.Message{Value: []byte(shop + ": 12 EUR")}, nil
+		}, syncbridge.WithGroup("prices."+shop))
+		if err != nil {
+			panic(err)
+		}
+		defer r.Close()
+	}
+	b, err := syncbridge.New(ctx, tr)
+	if err != nil {
+		panic(err)
+	}
+	defer b.Close()
+
+	ctx, cancel := context.WithTimeout(ctx, time.Second)
+	defer cancel()
+	g, err := b.Gather(ctx, syncbridge.Message{Topic: "prices", Value: []byte("bike")}, syncbridge.GatherOptions{Count: 3})
+	if err != nil {
+		panic(err)
+	}
+	var got []string
+	for _, r := range g.Replies {
+		got = append(got, string(r.Value))
+	}
+	slices.Sort(got)
+	fmt.Println(got, "stopped by", g.Stop)
+	// Output: [east: 12 EUR north: 12 EUR south: 12 EUR] stopped by count
+}
+
+// BenchmarkGather8 gathers the replies of 8 responders (8 groups) to one
+// request, over the memory transport.
+func BenchmarkGather8(b *testing.B) {
+	tr := &memory.Transport{}
+	defer tr.Close()
+	for i := range 8 {
+		r, err := syncbridge.NewResponder(context.Background(), tr, "req", echo, syncbridge.WithGroup(fmt.Sprint("g", i)))
+		if err != nil {
+			b.Fatal(err)
+		}
+		defer r.Close()
+	}
+	br, err := syncbridge.New(context.Background(), tr)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer br.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Hour)
+	defer cancel()
+	b.ReportAllocs()
+	for b.Loop() {
+		g, err := br.Gather(ctx, syncbridge.Message{Topic: "req", Value: benchPayload}, syncbridge.GatherOptions{Count: 8})
+		if err != nil || g.Len() != 8 {
+			b.Fatalf("%v, %d replies", err, g.Len())
+		}
+	}
+}
