@@ -29,6 +29,7 @@ type Call struct {
 
 	mu         sync.Mutex // protects the fields below, and those of x
 	publishing bool       // handed to the transport, verdict not known yet
+	ending     bool       // end began: no new watchers
 	ended      bool       // reply and err are final
 	watching   bool       // watch ran
 	done       chan struct{}
@@ -145,7 +146,7 @@ func (b *Bridge) start(c *Call, msg *Message, watch bool) {
 // Done channel of the context Request gave it.
 func (c *Call) watch() {
 	c.mu.Lock()
-	if c.watching || c.ended {
+	if c.watching || c.ending {
 		c.mu.Unlock()
 		return
 	}
@@ -163,7 +164,7 @@ func (c *Call) watch() {
 	c.mu.Lock()
 	x := c.extra()
 	x.stop, x.timer = stop, timer
-	ended := c.ended
+	ended := c.ending
 	c.mu.Unlock()
 	if ended { // ended meanwhile: end could not stop them
 		c.stopWatching(stop, timer)
@@ -188,7 +189,7 @@ func (c *Call) expireTimer() { c.expire(context.DeadlineExceeded) }
 // only it knows whether the request was sent.
 func (c *Call) expire(cause error) {
 	c.mu.Lock()
-	if c.ended {
+	if c.ending {
 		c.mu.Unlock()
 		return
 	}
@@ -214,7 +215,7 @@ func (c *Call) expire(cause error) {
 func (c *Call) published(err error) {
 	c.mu.Lock()
 	c.publishing = false
-	if hi := c.hi; hi != nil && !c.ended {
+	if hi := c.hi; hi != nil && !c.ending {
 		hi.PublishDuration = time.Since(hi.pubStart)
 	}
 	var cause error
@@ -249,19 +250,16 @@ func (c *Call) end(reply *Message, err error, o outcome) {
 	if c.g != nil && (o == outCanceled || o == outTimedOut) && c.g.len() > 0 {
 		err, o = nil, outReply // a gathering that got replies succeeded
 	}
-	b.stats.outcomes[o].Add(1)
 	c.mu.Lock()
-	c.reply, c.err, c.ended = reply, err, true
+	c.ending = true // no new watchers
 	var stop func() bool
 	var timer *time.Timer
 	if c.x != nil {
 		stop, timer = c.x.stop, c.x.timer
 	}
-	if c.done != nil {
-		close(c.done)
-	}
 	c.mu.Unlock()
 	c.stopWatching(stop, timer)
+	b.stats.outcomes[o].Add(1)
 	if hi := c.hi; hi != nil {
 		hi.Outcome, hi.Err, hi.Reply, hi.Duration = Outcome(o), err, reply, time.Since(hi.Start)
 		if re, ok := err.(*RemoteError); ok {
@@ -271,11 +269,18 @@ func (c *Call) end(reply *Message, err error, o outcome) {
 			h.OnRequestEnd(hi)
 		}
 	}
-	// The slot is released before waking anyone, so that a caller woken
-	// by the Call can start its next request within MaxInFlight at once.
+	// The slot is released before the end shows, so that a caller woken
+	// by the Call can start its next request within MaxInFlight at once,
+	// and Stats never shows an ended Call in flight.
 	if c.acquired {
 		b.release()
 	}
+	c.mu.Lock()
+	c.reply, c.err, c.ended = reply, err, true
+	if c.done != nil {
+		close(c.done)
+	}
+	c.mu.Unlock()
 	if c.ch != nil {
 		c.ch <- struct{}{}
 	}
