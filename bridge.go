@@ -24,11 +24,12 @@ type Bridge struct {
 	sub     Subscription
 	replyTo []byte // cfg.replyTopic as a header value
 
-	async     AsyncPublisher // t, when it publishes asynchronously
-	seq       atomic.Uint64  // last sequence number issued
-	inflight  atomic.Int64   // requests between acquire and release
-	part      atomic.Uint32  // round-robin index into cfg.replyParts
-	stopping  atomic.Bool    // Shutdown or Close began: no new requests
+	async     AsyncPublisher   // t, when it publishes asynchronously
+	checker   ResponderChecker // t, with WithFailFastNoResponders
+	seq       atomic.Uint64    // last sequence number issued
+	inflight  atomic.Int64     // requests between acquire and release
+	part      atomic.Uint32    // round-robin index into cfg.replyParts
+	stopping  atomic.Bool      // Shutdown or Close began: no new requests
 	closeOnce sync.Once
 	closeErr  error
 	idleOnce  sync.Once
@@ -76,6 +77,9 @@ func New(ctx context.Context, t Transport, opts ...Option) (*Bridge, error) {
 		idle:    make(chan struct{}),
 	}
 	b.async, _ = t.(AsyncPublisher)
+	if cfg.failFast {
+		b.checker, _ = t.(ResponderChecker)
+	}
 	b.chans.New = func() any { return make(chan struct{}, 1) }
 	b.timers.New = func() any {
 		t := time.NewTimer(time.Hour)

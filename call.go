@@ -3,6 +3,7 @@ package syncbridge
 import (
 	"context"
 	"errors"
+	"fmt"
 	"sync"
 	"time"
 )
@@ -91,6 +92,12 @@ func (b *Bridge) start(c *Call, msg *Message, watch bool) {
 	if msg.Topic == "" {
 		c.end(nil, errNoTopic, outInvalid)
 		return
+	}
+	if b.checker != nil {
+		if has, known := b.checker.HasResponders(msg.Topic); known && !has {
+			c.end(nil, fmt.Errorf("%w on %q", ErrNoResponders, msg.Topic), outNoResponders)
+			return
+		}
 	}
 	if err := b.acquire(); err != nil {
 		o := outOverloaded

@@ -19,6 +19,11 @@ var (
 	// already has MaxInFlight requests in flight. Nothing was published: the
 	// request is safe to retry later (an HTTP server answers 503).
 	ErrOverloaded = errors.New("syncbridge: too many requests in flight")
+	// ErrNoResponders is returned at once by Request, Go and Gather, with
+	// nothing published, by a Bridge with WithFailFastNoResponders when the
+	// transport knows the request topic has no responder. Safe to retry
+	// once one runs (an HTTP server answers 503).
+	ErrNoResponders = errors.New("syncbridge: no responders")
 	// ErrPublish wraps the transport's error when a request could not be
 	// published. The responder did not receive it (as far as the transport
 	// can tell): the request is safe to retry.

@@ -2,6 +2,7 @@ package syncbridge_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"slices"
 	"testing"
@@ -120,5 +121,60 @@ func BenchmarkGather8(b *testing.B) {
 		if err != nil || g.Len() != 8 {
 			b.Fatalf("%v, %d replies", err, g.Len())
 		}
+	}
+}
+
+// TestFailFastNoResponders: with the option, a request to a topic without
+// responder fails at once with ErrNoResponders and publishes nothing; once
+// a responder runs it goes through; without the option it waits.
+func TestFailFastNoResponders(t *testing.T) {
+	tr := &memory.Transport{}
+	defer tr.Close()
+	published := make(chan syncbridge.Message, 10)
+	sub, err := tr.Subscribe(context.Background(), syncbridge.SubscribeConfig{Topic: "req"}, func(_ context.Context, m syncbridge.Message) { published <- m })
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sub.Close()
+	b, err := syncbridge.New(context.Background(), tr, syncbridge.WithFailFastNoResponders())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	for _, topic := range []string{"req", "never-used"} {
+		_, err = b.Request(ctxTimeout(t, time.Hour), syncbridge.Message{Topic: topic})
+		if !errors.Is(err, syncbridge.ErrNoResponders) {
+			t.Fatalf("Request to %s without responder: %v, want ErrNoResponders", topic, err)
+		}
+	}
+	if _, err := b.Gather(ctxTimeout(t, time.Hour), syncbridge.Message{Topic: "req"}, syncbridge.GatherOptions{}); !errors.Is(err, syncbridge.ErrNoResponders) {
+		t.Errorf("Gather without responder: %v, want ErrNoResponders", err)
+	}
+	r, err := syncbridge.NewResponder(context.Background(), tr, "req", echo)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.Request(ctxTimeout(t, 10*time.Second), syncbridge.Message{Topic: "req", Value: []byte("now")}); err != nil {
+		t.Fatalf("with a responder: %v", err)
+	}
+	r.Close()
+	if _, err := b.Request(ctxTimeout(t, time.Hour), syncbridge.Message{Topic: "req"}); !errors.Is(err, syncbridge.ErrNoResponders) {
+		t.Errorf("after the responder closed: %v, want ErrNoResponders", err)
+	}
+	// Only the request made while the responder ran was published.
+	if m := <-published; string(m.Value) != "now" || len(published) != 0 {
+		t.Errorf("published %q and %d more, want only the request made with a responder", m.Value, len(published))
+	}
+	if st := b.Stats(); st.NoResponders != 4 || st.Replies != 1 {
+		t.Errorf("stats %+v, want 4 refused for no responders, 1 reply", st)
+	}
+	// Off by default: the request is published and waits.
+	plain, err := syncbridge.New(context.Background(), tr, syncbridge.WithReplyTopic("plain.replies"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer plain.Close()
+	if _, err := plain.Request(ctxTimeout(t, 20*time.Millisecond), syncbridge.Message{Topic: "req"}); !errors.Is(err, syncbridge.ErrNoReply) {
+		t.Errorf("without the option: %v, want ErrNoReply", err)
 	}
 }

@@ -81,12 +81,15 @@ const (
 	OutcomeOverloaded   Outcome = Outcome(outOverloaded) // refused: MaxInFlight
 	OutcomeClosed       Outcome = Outcome(outClosed)     // the Bridge was closed
 	OutcomeInvalid      Outcome = Outcome(outInvalid)    // refused: invalid message
+	// OutcomeNoResponders: refused, the topic has no responder.
+	OutcomeNoResponders Outcome = Outcome(outNoResponders)
 )
 
-var outcomeNames = [...]string{"reply", "remote_error", "canceled", "timed_out", "publish_error", "overloaded", "closed", "invalid"}
+var outcomeNames = [...]string{"reply", "remote_error", "canceled", "timed_out", "publish_error", "overloaded", "closed", "invalid", "no_responders"}
 
 // String returns the outcome's name: "reply", "remote_error", "canceled",
-// "timed_out", "publish_error", "overloaded", "closed" or "invalid".
+// "timed_out", "publish_error", "overloaded", "closed", "invalid" or
+// "no_responders".
 func (o Outcome) String() string {
 	if int(o) >= len(outcomeNames) {
 		return "Outcome(?)"

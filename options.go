@@ -96,6 +96,7 @@ type config struct {
 	maxInFlight    int
 	group          string
 	concurrent     bool
+	failFast       bool
 }
 
 func defaultConfig() config {
@@ -243,6 +244,17 @@ func WithReplyPartitions(partitions ...int32) BridgeOption {
 // fail at once with ErrOverloaded. Zero, the default, means no limit.
 func WithMaxInFlight(n int) BridgeOption {
 	return bridgeOpt{opt{"WithMaxInFlight", func(c *config) { c.maxInFlight = n }}}
+}
+
+// WithFailFastNoResponders makes Request, Go and Gather fail at once with
+// ErrNoResponders, publishing nothing, when the transport knows that the
+// request topic has no responder (see ResponderChecker; the memory
+// transport always knows). The check costs a lookup in memory, never a
+// network round trip. Off by default: where requests are durable,
+// publishing to a topic whose responder is not running yet can be what the
+// caller wants (it is handled once one starts).
+func WithFailFastNoResponders() BridgeOption {
+	return bridgeOpt{opt{"WithFailFastNoResponders", func(c *config) { c.failFast = true }}}
 }
 
 // WithGroup sets the consumer group a Responder joins. Responders in one

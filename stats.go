@@ -18,6 +18,7 @@ const (
 	outOverloaded
 	outClosed
 	outInvalid
+	outNoResponders
 	numOutcomes
 )
 
@@ -39,10 +40,10 @@ type counters struct {
 	dropped  [numDropReasons]atomic.Uint64
 }
 
-// Stats are a Bridge's counters since New, for metrics. Each request that
-// New admitted ends in exactly one of Replies, RemoteErrors, Canceled,
-// TimedOut, PublishErrors, Overloaded and Closed, whether it was started by
-// Request or by Go.
+// Stats are a Bridge's counters since New, for metrics. Each request with
+// a topic ends in exactly one of Replies, RemoteErrors, Canceled, TimedOut,
+// PublishErrors, Overloaded, Closed and NoResponders, whether it was
+// started by Request, Go or Gather.
 type Stats struct {
 	// InFlight is the number of requests in flight now: started, and not
 	// yet returned (Request) or ended (Go).
@@ -68,6 +69,8 @@ type Stats struct {
 	Overloaded uint64
 	// Closed counts requests refused or ended with ErrClosed.
 	Closed uint64
+	// NoResponders counts requests refused with ErrNoResponders.
+	NoResponders uint64
 	// Dropped counts the replies the Bridge dropped, by reason.
 	Dropped DroppedReplies
 }
@@ -96,6 +99,7 @@ func (b *Bridge) Stats() Stats {
 		PublishErrors: o[outPublish].Load(),
 		Overloaded:    o[outOverloaded].Load(),
 		Closed:        o[outClosed].Load(),
+		NoResponders:  o[outNoResponders].Load(),
 		Dropped: DroppedReplies{
 			Malformed: d[DropMalformed].Load(),
 			Foreign:   d[DropForeign].Load(),

@@ -134,6 +134,20 @@ type AsyncPublisher interface {
 	PublishAsync(ctx context.Context, msg Message, done func(error))
 }
 
+// ResponderChecker is implemented by transports that can tell, from what
+// they already know, whether a topic has responders: a consumer group with
+// at least one member reading it. A Bridge with WithFailFastNoResponders
+// asks it before each request.
+type ResponderChecker interface {
+	// HasResponders reports whether topic has a group subscription with a
+	// member, and whether the transport knows (known false: it cannot tell
+	// yet, and the request goes ahead). It must answer from memory, never
+	// with network I/O on the caller's path: a transport that must ask a
+	// broker caches the answer and refreshes it in the background. Safe for
+	// concurrent use.
+	HasResponders(topic string) (has, known bool)
+}
+
 // Subscription is a running subscription.
 type Subscription interface {
 	// Close stops the subscription and returns once no handler call is in

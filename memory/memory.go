@@ -251,6 +251,21 @@ func (t *Transport) deliver(ctx context.Context, tp *topic, msg syncbridge.Messa
 	return queued, nil
 }
 
+// HasResponders reports whether a consumer group of topic has a member:
+// the memory transport always knows (syncbridge.ResponderChecker).
+func (t *Transport) HasResponders(name string) (has, known bool) {
+	v, ok := t.byName.Load(name)
+	if !ok {
+		return false, true
+	}
+	for _, g := range *v.(*topic).groups.Load() {
+		if len(*g.members.Load()) > 0 {
+			return true, true
+		}
+	}
+	return false, true
+}
+
 // Subscribe subscribes h to cfg.Topic: see the package documentation.
 // The subscription is positioned when Subscribe returns.
 func (t *Transport) Subscribe(ctx context.Context, cfg syncbridge.SubscribeConfig, h syncbridge.Handler) (syncbridge.Subscription, error) {

@@ -70,6 +70,7 @@ func Run(t *testing.T, s Setup) {
 		{"DeliveredOffsetAndTime", testOffsetAndTime},
 		{"ConcurrentOverlaps", testConcurrentOverlaps},
 		{"CloseStopsDelivery", testCloseStopsDelivery},
+		{"HasResponders", testHasResponders},
 		{"UseAfterClose", testUseAfterClose},
 		{"BridgeRequestReply", testBridgeRequestReply},
 		{"BridgeSharedReplyTopic", testBridgeShared},
@@ -580,4 +581,40 @@ func testCloseStopsDelivery(t *testing.T, s Setup) {
 		for string(witness.next(t, s.Timeout).Value) != "two" {
 		}
 	}
+}
+
+// testHasResponders checks a ResponderChecker: a topic has responders
+// while a group subscription reads it, and none before or after. A
+// transport that answers from a cache may say "unknown" for a while, and
+// is given the Setup's timeout to learn each change.
+func testHasResponders(t *testing.T, s Setup) {
+	tr, topic := s.New(t), s.Topic(t)
+	rc, ok := tr.(syncbridge.ResponderChecker)
+	if !ok {
+		t.Skip("the transport is not a ResponderChecker")
+	}
+	await := func(want bool) {
+		t.Helper()
+		deadline := time.Now().Add(s.Timeout)
+		for {
+			has, known := rc.HasResponders(topic)
+			if known && has == want {
+				return
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("HasResponders(%q) = %v, %v; want %v, true", topic, has, known, want)
+			}
+			time.Sleep(10 * time.Millisecond) // polling a cache refreshed in the background
+		}
+	}
+	await(false)
+	broadcast := subscribe(t, tr, syncbridge.SubscribeConfig{Topic: topic}, func(context.Context, syncbridge.Message) {})
+	if has, known := rc.HasResponders(topic); known && has {
+		t.Errorf("a broadcast subscription counts as a responder")
+	}
+	sub := subscribe(t, tr, syncbridge.SubscribeConfig{Topic: topic, Group: "g"}, func(context.Context, syncbridge.Message) {})
+	await(true)
+	sub.Close()
+	broadcast.Close()
+	await(false)
 }
