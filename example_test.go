@@ -107,3 +107,35 @@ func ExampleWithMaxInFlight() {
 	first.Cancel()
 	// Output: true
 }
+
+// Options common to a Bridge and a Responder live in one slice, spread
+// into either constructor; a Responder's option given to New is refused.
+func ExampleOption() {
+	tr := &memory.Transport{}
+	defer tr.Close()
+	ctx := context.Background()
+	h := syncbridge.DefaultHeaderNames()
+	h.Deadline = "x-deadline" // the header name the whole system agrees on
+	common := []syncbridge.Option{syncbridge.WithHeaderNames(h), syncbridge.WithDefaultTimeout(2 * time.Second)}
+
+	r, err := syncbridge.NewResponder(ctx, tr, "echo", func(_ context.Context, req *syncbridge.Message) (syncbridge.Message, error) {
+		return syncbridge.Message{Value: req.Value}, nil
+	}, append(common, syncbridge.WithGroup("echoes"))...)
+	if err != nil {
+		panic(err)
+	}
+	defer r.Close()
+	b, err := syncbridge.New(ctx, tr, append(common, syncbridge.WithReplyTopic("echo.replies"))...)
+	if err != nil {
+		panic(err)
+	}
+	defer b.Close()
+	reply, err := b.Request(ctx, syncbridge.Message{Topic: "echo", Value: []byte("hi")})
+	fmt.Println(string(reply.Value), err)
+
+	_, err = syncbridge.New(ctx, tr, syncbridge.WithGroup("echoes"))
+	fmt.Println(err)
+	// Output:
+	// hi <nil>
+	// syncbridge: New: option WithGroup applies to a Responder, not a Bridge
+}
