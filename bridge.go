@@ -131,9 +131,9 @@ func (b *Bridge) release() {
 func (b *Bridge) outgoing(c *Call, msg *Message) Message {
 	h := &b.cfg.headers
 	var hdrs []Header
-	buf := c.hdrs.buf[:0]
-	if n := len(msg.Headers) + 4; n <= len(c.hdrs.hdrs) {
-		hdrs = c.hdrs.hdrs[:0]
+	buf := c.buf.buf[:0]
+	if n := len(msg.Headers) + 4; n <= len(c.buf.hdrs) {
+		hdrs = c.buf.hdrs[:0]
 	} else {
 		hdrs = make([]Header, 0, n)
 	}
@@ -161,7 +161,7 @@ func (b *Bridge) outgoing(c *Call, msg *Message) Message {
 // ID, deadline and reply partition.
 const outgoingBytes = idLen + 20 + 4
 
-// outgoingBuf is the memory of a request's headers, part of its Call.
+// outgoingBuf is the memory of a request's headers.
 type outgoingBuf struct {
 	hdrs [4]Header
 	buf  [outgoingBytes]byte
@@ -186,7 +186,9 @@ type outgoingBuf struct {
 //   - ErrClosed: the Bridge closed while the request waited (it may have
 //     run).
 func (b *Bridge) Request(ctx context.Context, msg Message) (*Message, error) {
-	c := &Call{b: b, topic: msg.Topic, parent: ctx}
+	rc := &requestCall{Call: Call{b: b, topic: msg.Topic, parent: ctx}}
+	c := &rc.Call
+	c.buf = &rc.mem
 	c.ch = b.chans.Get().(chan struct{})
 	b.start(c, &msg, false)
 	// Wait as Go's watchers would: ctx, or the default timeout.

@@ -36,16 +36,28 @@ type Call struct {
 	done       chan struct{}
 	reply      *Message
 	err        error
+	stop       func() bool  // stops the context.AfterFunc watching parent
+	timer      *time.Timer  // the default timeout, when parent has no deadline
 	x          *callExtra   // what few Calls need; nil until one does
 	hi         *RequestInfo // for request hooks; nil without them
 	g          *gathering   // for Gather: many replies; nil otherwise
 
-	hdrs outgoingBuf // the request's headers, for up to 4 of them
+	// buf holds the request's headers until it is handed to the
+	// transport; then the Call lets go of it, so that a Call waiting for
+	// its reply keeps only what it needs.
+	buf *outgoingBuf
+}
+
+// requestCall is the Call of Request with its headers' memory: one
+// allocation, since Request's Call does not outlive the request.
+type requestCall struct {
+	Call
+	mem outgoingBuf
 }
 
 // callExtra holds the state of a Call that only some Calls need: those
-// that watch their context themselves (Go), whose transport watches the
-// context the Call gave it, or whose publish failed or expired.
+// whose transport watches the context the Call gave it, or whose publish
+// failed or expired.
 type callExtra struct {
 	expired error         // why the Call expired while publishing
 	pubErr  error         // a publish error that left the request maybe sent
@@ -118,10 +130,13 @@ func (b *Bridge) start(c *Call, msg *Message, watch bool) {
 		deadline = time.Now().Add(b.cfg.defaultTimeout)
 	}
 	c.deadline = deadline
+	if c.buf == nil {
+		c.buf = new(outgoingBuf)
+	}
 	out := b.outgoing(c, msg)
 	if hi := c.hi; hi != nil {
 		m := out // on the heap only when there are hooks
-		hi.ID = string(c.hdrs.buf[:idLen])
+		hi.ID = string(c.buf.buf[:idLen])
 		hi.Message = &m
 		for _, h := range b.hooks.reqStart {
 			h.OnRequestStart(hi)
@@ -141,6 +156,7 @@ func (b *Bridge) start(c *Call, msg *Message, watch bool) {
 	if watch {
 		c.watch()
 	}
+	c.buf = nil // out holds it while the transport needs it
 	if ap := b.async; ap != nil {
 		ap.PublishAsync(pctx, out, c.published)
 		return
@@ -169,8 +185,7 @@ func (c *Call) watch() {
 		timer = time.AfterFunc(time.Until(c.deadline), c.expireTimer)
 	}
 	c.mu.Lock()
-	x := c.extra()
-	x.stop, x.timer = stop, timer
+	c.stop, c.timer = stop, timer
 	ended := c.ending
 	c.mu.Unlock()
 	if ended { // ended meanwhile: end could not stop them
@@ -259,11 +274,7 @@ func (c *Call) end(reply *Message, err error, o outcome) {
 	}
 	c.mu.Lock()
 	c.ending = true // no new watchers
-	var stop func() bool
-	var timer *time.Timer
-	if c.x != nil {
-		stop, timer = c.x.stop, c.x.timer
-	}
+	stop, timer := c.stop, c.timer
 	c.mu.Unlock()
 	c.stopWatching(stop, timer)
 	b.stats.outcomes[o].Add(1)

@@ -93,6 +93,7 @@ type config struct {
 	replyParts     []int32
 	defaultTimeout time.Duration
 	maxTimeout     time.Duration
+	maxTimeoutSet  bool
 	maxInFlight    int
 	group          string
 	concurrent     bool
@@ -179,7 +180,10 @@ func applyOptions(cfg *config, opts []Option, forBridge bool) error {
 	if cfg.defaultTimeout <= 0 {
 		return fmt.Errorf("syncbridge: WithDefaultTimeout: %v is not positive", cfg.defaultTimeout)
 	}
-	if cfg.maxTimeout < cfg.defaultTimeout {
+	switch {
+	case !cfg.maxTimeoutSet:
+		cfg.maxTimeout = max(cfg.maxTimeout, cfg.defaultTimeout)
+	case cfg.maxTimeout < cfg.defaultTimeout:
 		return fmt.Errorf("syncbridge: WithMaxTimeout: %v is below the default timeout %v", cfg.maxTimeout, cfg.defaultTimeout)
 	}
 	h, err := newHooks(cfg.hooks)
@@ -267,10 +271,11 @@ func WithGroup(group string) ResponderOption {
 // WithMaxTimeout caps the deadline a Responder gives a handler at d from
 // the moment the request is handled, whatever deadline the request
 // carries: a request claiming a far-future deadline cannot hold a handler,
-// or a Shutdown, for longer. Default DefaultMaxTimeout (15 min); it must
-// not be below the default timeout.
+// or a Shutdown, for longer. Default DefaultMaxTimeout (15 min), or the
+// default timeout when that is longer; set, it must not be below the
+// default timeout.
 func WithMaxTimeout(d time.Duration) ResponderOption {
-	return responderOpt{opt{"WithMaxTimeout", func(c *config) { c.maxTimeout = d }}}
+	return responderOpt{opt{"WithMaxTimeout", func(c *config) { c.maxTimeout, c.maxTimeoutSet = d, true }}}
 }
 
 // WithConcurrentHandlers lets the Responder's handler calls overlap, even

@@ -44,20 +44,21 @@ func TestRequestIsGoPlusWait(t *testing.T) {
 		{"maybe sent", func(ctx context.Context) error { return fmt.Errorf("in flight: %w", ctx.Err()) }, syncbridge.ErrNoReply},
 	}
 	ends := []struct {
-		name  string
-		ctx   func() (context.Context, context.CancelFunc)
-		cause error
-		stat  func(syncbridge.Stats) uint64
+		name           string
+		defaultTimeout time.Duration
+		ctx            func() (context.Context, context.CancelFunc)
+		cause          error
+		stat           func(syncbridge.Stats) uint64
 	}{
-		{"deadline", func() (context.Context, context.CancelFunc) {
+		{"deadline", time.Hour, func() (context.Context, context.CancelFunc) {
 			return context.WithTimeout(context.Background(), 20*time.Millisecond)
-		},
-			context.DeadlineExceeded, func(s syncbridge.Stats) uint64 { return s.TimedOut }},
-		{"default timeout", func() (context.Context, context.CancelFunc) { return context.WithCancel(context.Background()) },
-			context.DeadlineExceeded, func(s syncbridge.Stats) uint64 { return s.TimedOut }},
-		{"cancel", func() (context.Context, context.CancelFunc) {
+		}, context.DeadlineExceeded, func(s syncbridge.Stats) uint64 { return s.TimedOut }},
+		{"default timeout", 20 * time.Millisecond, func() (context.Context, context.CancelFunc) {
+			return context.WithCancel(context.Background())
+		}, context.DeadlineExceeded, func(s syncbridge.Stats) uint64 { return s.TimedOut }},
+		{"cancel", time.Hour, func() (context.Context, context.CancelFunc) {
 			ctx, cancel := context.WithCancel(context.Background())
-			time.AfterFunc(2*time.Millisecond, cancel) // before the 20 ms default timeout
+			time.AfterFunc(2*time.Millisecond, cancel)
 			return ctx, cancel
 		}, context.Canceled, func(s syncbridge.Stats) uint64 { return s.Canceled }},
 	}
@@ -67,7 +68,7 @@ func TestRequestIsGoPlusWait(t *testing.T) {
 			t.Run(v.name+"/"+e.name, func(t *testing.T) {
 				tr := &memory.Transport{}
 				defer tr.Close()
-				b, err := syncbridge.New(context.Background(), blockingTransport{tr, v.err}, syncbridge.WithDefaultTimeout(20*time.Millisecond))
+				b, err := syncbridge.New(context.Background(), blockingTransport{tr, v.err}, syncbridge.WithDefaultTimeout(e.defaultTimeout))
 				if err != nil {
 					t.Fatal(err)
 				}

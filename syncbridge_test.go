@@ -314,6 +314,19 @@ func TestNewErrors(t *testing.T) {
 			}
 		})
 	}
+	// A default timeout above DefaultMaxTimeout is fine on both sides: the
+	// cap only applies when set.
+	long := syncbridge.WithDefaultTimeout(time.Hour)
+	if b, err := syncbridge.New(context.Background(), tr, long); err != nil {
+		t.Errorf("New with a 1 h default timeout: %v", err)
+	} else {
+		b.Close()
+	}
+	if r, err := syncbridge.NewResponder(context.Background(), tr, "t", echo, long); err != nil {
+		t.Errorf("NewResponder with a 1 h default timeout: %v", err)
+	} else {
+		r.Close()
+	}
 	if _, err := syncbridge.New(context.Background(), nil); err == nil {
 		t.Error("New(nil) succeeded")
 	}
