@@ -1,0 +1,322 @@
+package otel
+
+import (
+	"context"
+	"errors"
+	"strconv"
+	"time"
+	"unicode/utf8"
+
+	"github.com/syncbridge/syncbridge"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	semconv "go.opentelemetry.io/otel/semconv/v1.43.0"
+	"go.opentelemetry.io/otel/trace"
+)
+
+// hook implements every syncbridge hook for a Telemetry.
+type hook struct{ t *Telemetry }
+
+var (
+	_ syncbridge.RequestStartHook   = (*hook)(nil)
+	_ syncbridge.RequestEndHook     = (*hook)(nil)
+	_ syncbridge.DroppedReplyHook   = (*hook)(nil)
+	_ syncbridge.HandleStartHook    = (*hook)(nil)
+	_ syncbridge.ReplyPublishHook   = (*hook)(nil)
+	_ syncbridge.HandleEndHook      = (*hook)(nil)
+	_ syncbridge.SkippedRequestHook = (*hook)(nil)
+)
+
+// Error types that are not remote error codes.
+const (
+	ErrCanceled   = "canceled"   // the caller cancelled
+	ErrNoReply    = "no_reply"   // the deadline passed without a reply
+	ErrPublish    = "publish"    // certainly not sent
+	ErrOverloaded = "overloaded" // refused: MaxInFlight
+	ErrClosed     = "closed"     // the Bridge closed
+	ErrInvalid    = "invalid"    // refused: invalid message
+	ErrExpired    = "expired"    // the responder saw the deadline pass
+	ErrMalformed  = "malformed"  // the request's routing headers were malformed
+)
+
+// requestCtx is the context a RequestStartHook leaves in
+// RequestInfo.Context: the caller's, with the request span, and the state
+// OnRequestEnd needs.
+type requestCtx struct {
+	context.Context // the caller's, with the request span
+	span            trace.Span
+	send            trace.Span
+	sendStart       time.Time
+}
+
+type requestKey struct{}
+
+func (c *requestCtx) Value(key any) any {
+	if key == (requestKey{}) {
+		return c
+	}
+	return c.Context.Value(key)
+}
+
+// messageAttrs appends the attributes of a message that spans carry.
+func (t *Telemetry) messageAttrs(kv []attribute.KeyValue, m *syncbridge.Message, id string) []attribute.KeyValue {
+	if id != "" {
+		kv = append(kv, semconv.MessagingMessageConversationID(id))
+	}
+	kv = append(kv, semconv.MessagingMessageBodySize(len(m.Value)))
+	if m.Key != nil && utf8.Valid(m.Key) {
+		kv = append(kv, semconv.MessagingKafkaMessageKey(string(m.Key)))
+	}
+	return kv
+}
+
+// OnRequestStart starts the request span and its send child, and injects
+// the send span's context into the request's headers.
+func (h *hook) OnRequestStart(info *syncbridge.RequestInfo) {
+	t := h.t
+	kv := make([]attribute.KeyValue, 0, 9)
+	kv = append(kv, t.system, semconv.MessagingOperationName(OpRequest), semconv.MessagingDestinationName(info.Topic))
+	kv = t.messageAttrs(kv, info.Message, info.ID)
+	ctx, span := t.tracer.Start(info.Context, t.spanName(OpRequest, info.Topic),
+		trace.WithSpanKind(trace.SpanKindClient), trace.WithTimestamp(info.Start), trace.WithAttributes(kv...))
+	rc := &requestCtx{Context: ctx, span: span}
+	// The send span has the same attributes, but for the operation.
+	kv[1] = semconv.MessagingOperationName(OpSend)
+	kv = append(kv, semconv.MessagingOperationTypeSend)
+	if m := info.Message; m.UsePartition {
+		kv = append(kv, semconv.MessagingDestinationPartitionID(strconv.Itoa(int(m.Partition))))
+	}
+	rc.sendStart = time.Now()
+	sctx, send := t.tracer.Start(rc, t.spanName(OpSend, info.Topic),
+		trace.WithSpanKind(trace.SpanKindProducer), trace.WithTimestamp(rc.sendStart), trace.WithAttributes(kv...))
+	rc.send = send
+	t.prop.Inject(sctx, HeaderCarrier{&info.Message.Headers})
+	info.Context = rc
+}
+
+// OnRequestEnd ends the request's spans and records its metrics. A request
+// refused before OnRequestStart gets a request span too, started when
+// Request or Go was called.
+func (h *hook) OnRequestEnd(info *syncbridge.RequestInfo) {
+	t := h.t
+	end := info.Start.Add(info.Duration)
+	errType := t.requestErrorType(info)
+	rc, _ := info.Context.Value(requestKey{}).(*requestCtx)
+	var span trace.Span
+	ctx := info.Context
+	if rc != nil {
+		span = rc.span
+	} else {
+		ctx, span = t.tracer.Start(info.Context, t.spanName(OpRequest, info.Topic),
+			trace.WithSpanKind(trace.SpanKindClient), trace.WithTimestamp(info.Start),
+			trace.WithAttributes(t.system, semconv.MessagingOperationName(OpRequest), semconv.MessagingDestinationName(info.Topic)))
+	}
+	if rc != nil && rc.send != nil {
+		// The send span ends when the transport acknowledged the request,
+		// or refused it; at the request's end when it did not say before.
+		notSent := errors.Is(info.Err, syncbridge.ErrPublish)
+		sendEnd := end
+		if info.PublishDuration > 0 {
+			sendEnd = rc.sendStart.Add(info.PublishDuration)
+		}
+		var sendErr string
+		if notSent {
+			sendErr = errType
+			rc.send.SetStatus(codes.Error, info.Err.Error())
+			rc.send.SetAttributes(semconv.ErrorTypeKey.String(sendErr))
+		}
+		rc.send.End(trace.WithTimestamp(sendEnd))
+		if info.PublishDuration > 0 || notSent {
+			t.m.opDuration.Record(ctx, sendEnd.Sub(rc.sendStart).Seconds(), t.set(setKey{op: OpSend, topic: info.Topic, errType: sendErr}))
+		}
+		var sentErr string
+		if notSent {
+			sentErr = ErrPublish
+		}
+		t.m.sent.Add(ctx, 1, t.set(setKey{op: OpSend, topic: info.Topic, errType: sentErr}))
+	}
+	if r := info.Reply; r != nil {
+		// The reply's creation context: the responder's send span.
+		rctx := t.prop.Extract(context.Background(), HeaderCarrier{&r.Headers})
+		if sc := trace.SpanContextFromContext(rctx); sc.IsValid() {
+			span.AddLink(trace.Link{SpanContext: sc})
+		}
+		t.m.consumed.Add(ctx, 1, t.set(setKey{op: OpProcess, topic: r.Topic}))
+	}
+	if errType != "" {
+		span.SetStatus(codes.Error, info.Err.Error())
+		span.SetAttributes(semconv.ErrorTypeKey.String(errType))
+	}
+	span.End(trace.WithTimestamp(end))
+	t.m.opDuration.Record(ctx, info.Duration.Seconds(), t.set(setKey{op: OpRequest, topic: info.Topic, errType: errType}))
+}
+
+// requestErrorType returns the error.type of an ended request, "" for a
+// reply.
+func (t *Telemetry) requestErrorType(info *syncbridge.RequestInfo) string {
+	switch info.Outcome {
+	case syncbridge.OutcomeReply:
+		return ""
+	case syncbridge.OutcomeRemoteError:
+		var re *syncbridge.RemoteError
+		if errors.As(info.Err, &re) {
+			return t.remoteCode(re.Code)
+		}
+		return t.remoteCode("")
+	case syncbridge.OutcomeCanceled:
+		return ErrCanceled
+	case syncbridge.OutcomeTimedOut:
+		return ErrNoReply
+	case syncbridge.OutcomePublishError:
+		return ErrPublish
+	case syncbridge.OutcomeOverloaded:
+		return ErrOverloaded
+	case syncbridge.OutcomeClosed:
+		return ErrClosed
+	case syncbridge.OutcomeInvalid:
+		return ErrInvalid
+	}
+	return semconv.ErrorTypeOther.Value.AsString()
+}
+
+// OnDroppedReply counts the dropped reply.
+func (h *hook) OnDroppedReply(reason syncbridge.DropReason, msg *syncbridge.Message) {
+	h.t.m.dropped.Add(context.Background(), 1, h.t.set(setKey{topic: msg.Topic, reason: reason.String()}))
+}
+
+// handleCtx is the context a HandleStartHook gives the handler: the
+// handler's, with the process span, and the state the other hooks need.
+type handleCtx struct {
+	context.Context // the handler's, with the process span
+	span            trace.Span
+	start           time.Time
+	send            trace.Span
+	sendStart       time.Time
+	replyTopic      string
+}
+
+type handleKey struct{}
+
+func (c *handleCtx) Value(key any) any {
+	if key == (handleKey{}) {
+		return c
+	}
+	return c.Context.Value(key)
+}
+
+// consumerAttrs returns the attributes of a process span.
+func (t *Telemetry) consumerAttrs(topic, group string, m *syncbridge.Message, id string) []attribute.KeyValue {
+	kv := make([]attribute.KeyValue, 0, 12)
+	kv = append(kv, t.system, semconv.MessagingOperationName(OpProcess), semconv.MessagingOperationTypeProcess,
+		semconv.MessagingDestinationName(topic), semconv.MessagingDestinationPartitionID(strconv.Itoa(int(m.Partition))))
+	if group != "" {
+		kv = append(kv, semconv.MessagingConsumerGroupName(group))
+	}
+	if t.kafka {
+		kv = append(kv, semconv.MessagingKafkaOffset(int(m.Offset)))
+	}
+	return t.messageAttrs(kv, m, id)
+}
+
+// OnHandleStart starts the process span, child of the request's creation
+// context, and gives it to the handler.
+func (h *hook) OnHandleStart(info *syncbridge.HandleInfo) {
+	t := h.t
+	parent := t.prop.Extract(info.Context, HeaderCarrier{&info.Request.Headers})
+	start := time.Now()
+	ctx, span := t.tracer.Start(parent, t.spanName(OpProcess, info.Topic), trace.WithSpanKind(trace.SpanKindConsumer),
+		trace.WithTimestamp(start), trace.WithAttributes(t.consumerAttrs(info.Topic, info.Group, info.Request, string(info.ID))...))
+	hc := &handleCtx{Context: ctx, span: span, start: start}
+	info.Context = hc
+	t.m.consumed.Add(hc, 1, t.set(setKey{op: OpProcess, topic: info.Topic, group: info.Group}))
+}
+
+// OnReplyPublish starts the reply's send span and injects its context into
+// the reply's headers.
+func (h *hook) OnReplyPublish(info *syncbridge.HandleInfo, reply *syncbridge.Message) {
+	t := h.t
+	hc, _ := info.Context.Value(handleKey{}).(*handleCtx)
+	if hc == nil { // another hook replaced the context with an unrelated one
+		return
+	}
+	kv := make([]attribute.KeyValue, 0, 8)
+	kv = append(kv, t.system, semconv.MessagingOperationName(OpSend), semconv.MessagingOperationTypeSend,
+		semconv.MessagingDestinationName(reply.Topic))
+	if reply.UsePartition {
+		kv = append(kv, semconv.MessagingDestinationPartitionID(strconv.Itoa(int(reply.Partition))))
+	}
+	kv = t.messageAttrs(kv, reply, string(info.ID))
+	hc.sendStart = time.Now()
+	hc.replyTopic = reply.Topic
+	sctx, send := t.tracer.Start(hc, t.spanName(OpSend, reply.Topic), trace.WithSpanKind(trace.SpanKindProducer),
+		trace.WithTimestamp(hc.sendStart), trace.WithAttributes(kv...))
+	hc.send = send
+	t.prop.Inject(sctx, HeaderCarrier{&reply.Headers})
+}
+
+// OnHandleEnd ends the reply's send span and the process span, and records
+// their metrics.
+func (h *hook) OnHandleEnd(info *syncbridge.HandleInfo) {
+	t := h.t
+	hc, _ := info.Context.Value(handleKey{}).(*handleCtx)
+	if hc == nil {
+		return
+	}
+	now := time.Now()
+	if hc.send != nil {
+		var sendErr string
+		if info.ReplyErr != nil {
+			sendErr = ErrPublish
+			hc.send.SetStatus(codes.Error, info.ReplyErr.Error())
+			hc.send.SetAttributes(semconv.ErrorTypeKey.String(sendErr))
+		}
+		hc.send.End(trace.WithTimestamp(now))
+		set := t.set(setKey{op: OpSend, topic: hc.replyTopic, errType: sendErr})
+		t.m.opDuration.Record(hc, now.Sub(hc.sendStart).Seconds(), set)
+		t.m.sent.Add(hc, 1, set)
+	}
+	var errType, desc string
+	switch {
+	case info.Err != nil:
+		var re *syncbridge.RemoteError
+		code := syncbridge.CodeInternal
+		if errors.As(info.Err, &re) && re.Code != "" {
+			code = re.Code
+		}
+		errType, desc = t.remoteCode(code), info.Err.Error()
+	case info.ReplyErr != nil:
+		errType, desc = ErrPublish, info.ReplyErr.Error()
+	case info.Reply == nil:
+		errType, desc = ErrExpired, "the deadline passed before the reply could be sent"
+	}
+	if errType != "" {
+		hc.span.SetStatus(codes.Error, desc)
+		hc.span.SetAttributes(semconv.ErrorTypeKey.String(errType))
+	}
+	hc.span.End(trace.WithTimestamp(now))
+	t.m.process.Record(hc, now.Sub(hc.start).Seconds(), t.set(setKey{op: OpProcess, topic: info.Topic, group: info.Group, errType: errType}))
+}
+
+// OnSkippedRequest counts the skipped request, and makes a process span
+// for it in the caller's trace, so that a trace whose request timed out
+// shows that the responder received it too late.
+func (h *hook) OnSkippedRequest(reason syncbridge.SkipReason, msg *syncbridge.Message, err error) {
+	t := h.t
+	errType := ErrMalformed
+	if reason == syncbridge.SkipExpired {
+		errType = ErrExpired
+	}
+	// The hook is told neither the Responder's group nor its header
+	// names: the span has no group and no correlation ID.
+	parent := t.prop.Extract(context.Background(), HeaderCarrier{&msg.Headers})
+	kv := t.consumerAttrs(msg.Topic, "", msg, "")
+	kv = append(kv, semconv.ErrorTypeKey.String(errType))
+	_, span := t.tracer.Start(parent, t.spanName(OpProcess, msg.Topic), trace.WithSpanKind(trace.SpanKindConsumer), trace.WithAttributes(kv...))
+	if err != nil {
+		span.SetStatus(codes.Error, err.Error())
+	} else {
+		span.SetStatus(codes.Error, errType)
+	}
+	span.End()
+	t.m.skipped.Add(context.Background(), 1, t.set(setKey{topic: msg.Topic, reason: reason.String()}))
+}
