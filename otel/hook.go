@@ -107,9 +107,12 @@ func (h *hook) OnRequestEnd(info *syncbridge.RequestInfo) {
 	if rc != nil {
 		span = rc.span
 	} else {
+		kv := []attribute.KeyValue{t.system, semconv.MessagingOperationName(OpRequest)}
+		if info.Topic != "" {
+			kv = append(kv, semconv.MessagingDestinationName(info.Topic))
+		}
 		ctx, span = t.tracer.Start(info.Context, t.spanName(OpRequest, info.Topic),
-			trace.WithSpanKind(trace.SpanKindClient), trace.WithTimestamp(info.Start),
-			trace.WithAttributes(t.system, semconv.MessagingOperationName(OpRequest), semconv.MessagingDestinationName(info.Topic)))
+			trace.WithSpanKind(trace.SpanKindClient), trace.WithTimestamp(info.Start), trace.WithAttributes(kv...))
 	}
 	if rc != nil && rc.send != nil {
 		// The send span ends when the transport acknowledged the request,

@@ -144,8 +144,11 @@ type nameKey struct {
 	op, topic string
 }
 
-// spanName returns "{op} {topic}", made once.
+// spanName returns "{op} {topic}", made once; op alone without a topic.
 func (t *Telemetry) spanName(op, topic string) string {
+	if topic == "" {
+		return op
+	}
 	k := nameKey{op, topic}
 	t.mu.RLock()
 	n, ok := t.names[k]

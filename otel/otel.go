@@ -39,23 +39,21 @@ type config struct {
 }
 
 // WithTracerProvider sets the TracerProvider. Default: the global one
-// (otel.GetTracerProvider) at the time of New. A nil provider means the
-// default.
+// (otel.GetTracerProvider). A nil provider means the default.
 func WithTracerProvider(tp trace.TracerProvider) Option {
 	return optionFunc(func(c *config) { c.tp = tp })
 }
 
 // WithMeterProvider sets the MeterProvider. Default: the global one
-// (otel.GetMeterProvider) at the time of New. A nil provider means the
-// default.
+// (otel.GetMeterProvider). A nil provider means the default.
 func WithMeterProvider(mp metric.MeterProvider) Option {
 	return optionFunc(func(c *config) { c.mp = mp })
 }
 
 // WithPropagators sets the propagator that injects the trace context into
 // requests and replies and extracts it from them. Default: the global one
-// (otel.GetTextMapPropagator) at the time of New, which propagates nothing
-// until the program sets one, as with otelhttp; set
+// (otel.GetTextMapPropagator), which propagates nothing until the program
+// sets one, as with otelhttp: set
 // propagation.TraceContext{} (traceparent and tracestate), or a composite
 // with propagation.Baggage{}, with otel.SetTextMapPropagator or here. A
 // nil propagator means the default.
