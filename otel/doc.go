@@ -61,14 +61,18 @@
 //     messaging.operation.name "request" (the whole request, caller side)
 //     or "send" (a publish, until the transport acknowledged it: requests
 //     on the caller, replies on the responder); with
-//     messaging.destination.name and error.type.
+//     messaging.destination.name and error.type. A request's send is
+//     recorded when the transport acknowledged it (or refused it) before
+//     the request ended; on the memory transport a reply may come first,
+//     and then only the request is.
 //   - messaging.process.duration (histogram, s): a responder's handling of
 //     a request, its reply's publish included; with
 //     messaging.destination.name, messaging.consumer.group.name and
 //     error.type.
 //   - messaging.client.sent.messages (counter): requests and replies
-//     handed to the transport; error.type "publish" when certainly not
-//     written.
+//     handed to the transport; with error.type when certainly not written:
+//     "publish", or "canceled" or "no_reply" when the request's context
+//     ended before it was sent.
 //   - messaging.client.consumed.messages (counter): messages delivered to
 //     the application: requests handed to a handler, replies handed to
 //     their caller.

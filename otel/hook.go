@@ -14,6 +14,13 @@ import (
 	"go.opentelemetry.io/otel/trace"
 )
 
+// Span kinds, as options made once.
+var (
+	kindClient   = trace.WithSpanKind(trace.SpanKindClient)
+	kindProducer = trace.WithSpanKind(trace.SpanKindProducer)
+	kindConsumer = trace.WithSpanKind(trace.SpanKindConsumer)
+)
+
 // hook implements every syncbridge hook for a Telemetry.
 type hook struct{ t *Telemetry }
 
@@ -78,7 +85,7 @@ func (h *hook) OnRequestStart(info *syncbridge.RequestInfo) {
 	kv = append(kv, t.system, semconv.MessagingOperationName(OpRequest), semconv.MessagingDestinationName(info.Topic))
 	kv = t.messageAttrs(kv, info.Message, info.ID)
 	ctx, span := t.tracer.Start(info.Context, t.spanName(OpRequest, info.Topic),
-		trace.WithSpanKind(trace.SpanKindClient), trace.WithTimestamp(info.Start), trace.WithAttributes(kv...))
+		kindClient, trace.WithTimestamp(info.Start), trace.WithAttributes(kv...))
 	rc := &requestCtx{Context: ctx, span: span}
 	// The send span has the same attributes, but for the operation.
 	kv[1] = semconv.MessagingOperationName(OpSend)
@@ -88,7 +95,7 @@ func (h *hook) OnRequestStart(info *syncbridge.RequestInfo) {
 	}
 	rc.sendStart = time.Now()
 	sctx, send := t.tracer.Start(rc, t.spanName(OpSend, info.Topic),
-		trace.WithSpanKind(trace.SpanKindProducer), trace.WithTimestamp(rc.sendStart), trace.WithAttributes(kv...))
+		kindProducer, trace.WithAttributes(kv...))
 	rc.send = send
 	t.prop.Inject(sctx, HeaderCarrier{&info.Message.Headers})
 	info.Context = rc
@@ -99,7 +106,6 @@ func (h *hook) OnRequestStart(info *syncbridge.RequestInfo) {
 // Request or Go was called.
 func (h *hook) OnRequestEnd(info *syncbridge.RequestInfo) {
 	t := h.t
-	end := info.Start.Add(info.Duration)
 	errType := t.requestErrorType(info)
 	rc, _ := info.Context.Value(requestKey{}).(*requestCtx)
 	var span trace.Span
@@ -112,31 +118,26 @@ func (h *hook) OnRequestEnd(info *syncbridge.RequestInfo) {
 			kv = append(kv, semconv.MessagingDestinationName(info.Topic))
 		}
 		ctx, span = t.tracer.Start(info.Context, t.spanName(OpRequest, info.Topic),
-			trace.WithSpanKind(trace.SpanKindClient), trace.WithTimestamp(info.Start), trace.WithAttributes(kv...))
+			kindClient, trace.WithTimestamp(info.Start), trace.WithAttributes(kv...))
 	}
 	if rc != nil && rc.send != nil {
 		// The send span ends when the transport acknowledged the request,
-		// or refused it; at the request's end when it did not say before.
-		notSent := errors.Is(info.Err, syncbridge.ErrPublish)
-		sendEnd := end
-		if info.PublishDuration > 0 {
-			sendEnd = rc.sendStart.Add(info.PublishDuration)
-		}
+		// or refused it; now when it has not said yet. Its error.type is
+		// the request's when the request was certainly not sent.
 		var sendErr string
-		if notSent {
+		if errors.Is(info.Err, syncbridge.ErrPublish) {
 			sendErr = errType
 			rc.send.SetStatus(codes.Error, info.Err.Error())
 			rc.send.SetAttributes(semconv.ErrorTypeKey.String(sendErr))
 		}
-		rc.send.End(trace.WithTimestamp(sendEnd))
-		if info.PublishDuration > 0 || notSent {
-			t.m.opDuration.Record(ctx, sendEnd.Sub(rc.sendStart).Seconds(), t.set(setKey{op: OpSend, topic: info.Topic, errType: sendErr}))
+		set := t.set(setKey{op: OpSend, topic: info.Topic, errType: sendErr})
+		if d := info.PublishDuration; d > 0 {
+			rc.send.End(trace.WithTimestamp(rc.sendStart.Add(d)))
+			t.m.opDuration.Record(ctx, d.Seconds(), set)
+		} else {
+			rc.send.End()
 		}
-		var sentErr string
-		if notSent {
-			sentErr = ErrPublish
-		}
-		t.m.sent.Add(ctx, 1, t.set(setKey{op: OpSend, topic: info.Topic, errType: sentErr}))
+		t.m.sent.Add(ctx, 1, set)
 	}
 	if r := info.Reply; r != nil {
 		// The reply's creation context: the responder's send span.
@@ -150,7 +151,7 @@ func (h *hook) OnRequestEnd(info *syncbridge.RequestInfo) {
 		span.SetStatus(codes.Error, info.Err.Error())
 		span.SetAttributes(semconv.ErrorTypeKey.String(errType))
 	}
-	span.End(trace.WithTimestamp(end))
+	span.End()
 	t.m.opDuration.Record(ctx, info.Duration.Seconds(), t.set(setKey{op: OpRequest, topic: info.Topic, errType: errType}))
 }
 
@@ -227,8 +228,8 @@ func (h *hook) OnHandleStart(info *syncbridge.HandleInfo) {
 	t := h.t
 	parent := t.prop.Extract(info.Context, HeaderCarrier{&info.Request.Headers})
 	start := time.Now()
-	ctx, span := t.tracer.Start(parent, t.spanName(OpProcess, info.Topic), trace.WithSpanKind(trace.SpanKindConsumer),
-		trace.WithTimestamp(start), trace.WithAttributes(t.consumerAttrs(info.Topic, info.Group, info.Request, string(info.ID))...))
+	ctx, span := t.tracer.Start(parent, t.spanName(OpProcess, info.Topic), kindConsumer,
+		trace.WithAttributes(t.consumerAttrs(info.Topic, info.Group, info.Request, string(info.ID))...))
 	hc := &handleCtx{Context: ctx, span: span, start: start}
 	info.Context = hc
 	t.m.consumed.Add(hc, 1, t.set(setKey{op: OpProcess, topic: info.Topic, group: info.Group}))
@@ -251,8 +252,8 @@ func (h *hook) OnReplyPublish(info *syncbridge.HandleInfo, reply *syncbridge.Mes
 	kv = t.messageAttrs(kv, reply, string(info.ID))
 	hc.sendStart = time.Now()
 	hc.replyTopic = reply.Topic
-	sctx, send := t.tracer.Start(hc, t.spanName(OpSend, reply.Topic), trace.WithSpanKind(trace.SpanKindProducer),
-		trace.WithTimestamp(hc.sendStart), trace.WithAttributes(kv...))
+	sctx, send := t.tracer.Start(hc, t.spanName(OpSend, reply.Topic), kindProducer,
+		trace.WithAttributes(kv...))
 	hc.send = send
 	t.prop.Inject(sctx, HeaderCarrier{&reply.Headers})
 }
@@ -273,7 +274,7 @@ func (h *hook) OnHandleEnd(info *syncbridge.HandleInfo) {
 			hc.send.SetStatus(codes.Error, info.ReplyErr.Error())
 			hc.send.SetAttributes(semconv.ErrorTypeKey.String(sendErr))
 		}
-		hc.send.End(trace.WithTimestamp(now))
+		hc.send.End()
 		set := t.set(setKey{op: OpSend, topic: hc.replyTopic, errType: sendErr})
 		t.m.opDuration.Record(hc, now.Sub(hc.sendStart).Seconds(), set)
 		t.m.sent.Add(hc, 1, set)
@@ -296,7 +297,7 @@ func (h *hook) OnHandleEnd(info *syncbridge.HandleInfo) {
 		hc.span.SetStatus(codes.Error, desc)
 		hc.span.SetAttributes(semconv.ErrorTypeKey.String(errType))
 	}
-	hc.span.End(trace.WithTimestamp(now))
+	hc.span.End()
 	t.m.process.Record(hc, now.Sub(hc.start).Seconds(), t.set(setKey{op: OpProcess, topic: info.Topic, group: info.Group, errType: errType}))
 }
 
@@ -314,7 +315,7 @@ func (h *hook) OnSkippedRequest(reason syncbridge.SkipReason, msg *syncbridge.Me
 	parent := t.prop.Extract(context.Background(), HeaderCarrier{&msg.Headers})
 	kv := t.consumerAttrs(msg.Topic, "", msg, "")
 	kv = append(kv, semconv.ErrorTypeKey.String(errType))
-	_, span := t.tracer.Start(parent, t.spanName(OpProcess, msg.Topic), trace.WithSpanKind(trace.SpanKindConsumer), trace.WithAttributes(kv...))
+	_, span := t.tracer.Start(parent, t.spanName(OpProcess, msg.Topic), kindConsumer, trace.WithAttributes(kv...))
 	if err != nil {
 		span.SetStatus(codes.Error, err.Error())
 	} else {
