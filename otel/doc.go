@@ -43,7 +43,8 @@
 // error.type is low-cardinality, on spans and metrics alike. On the
 // caller, by the request's Outcome: "canceled", "no_reply" (the deadline
 // passed, sent or not), "publish" (certainly not sent), "overloaded",
-// "closed", "invalid", or, for an error reply, the remote error's code.
+// "closed", "invalid", "no_responders", or, for an error reply, the remote
+// error's code.
 // On the responder: the code of the handler's error ("internal" for an
 // error that is not a *syncbridge.RemoteError, "panic" for a panic),
 // "publish" when the reply could not be published, "expired" when the

@@ -36,14 +36,15 @@ var (
 
 // Error types that are not remote error codes.
 const (
-	ErrCanceled   = "canceled"   // the caller cancelled
-	ErrNoReply    = "no_reply"   // the deadline passed without a reply
-	ErrPublish    = "publish"    // certainly not sent
-	ErrOverloaded = "overloaded" // refused: MaxInFlight
-	ErrClosed     = "closed"     // the Bridge closed
-	ErrInvalid    = "invalid"    // refused: invalid message
-	ErrExpired    = "expired"    // the responder saw the deadline pass
-	ErrMalformed  = "malformed"  // the request's routing headers were malformed
+	ErrCanceled     = "canceled"      // the caller cancelled
+	ErrNoReply      = "no_reply"      // the deadline passed without a reply
+	ErrPublish      = "publish"       // certainly not sent
+	ErrOverloaded   = "overloaded"    // refused: MaxInFlight
+	ErrClosed       = "closed"        // the Bridge closed
+	ErrInvalid      = "invalid"       // refused: invalid message
+	ErrNoResponders = "no_responders" // refused: the topic has no responder
+	ErrExpired      = "expired"       // the responder saw the deadline pass
+	ErrMalformed    = "malformed"     // the request's routing headers were malformed
 )
 
 // requestCtx is the context a RequestStartHook leaves in
@@ -179,6 +180,8 @@ func (t *Telemetry) requestErrorType(info *syncbridge.RequestInfo) string {
 		return ErrClosed
 	case syncbridge.OutcomeInvalid:
 		return ErrInvalid
+	case syncbridge.OutcomeNoResponders:
+		return ErrNoResponders
 	}
 	return semconv.ErrorTypeOther.Value.AsString()
 }

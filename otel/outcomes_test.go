@@ -117,6 +117,11 @@ func TestErrorTypes(t *testing.T) {
 			},
 		},
 		{
+			name: "no responders", handler: fail(""), msg: syncbridge.Message{Topic: "nobody"},
+			opts:   []syncbridge.Option{syncbridge.WithFailFastNoResponders()},
+			caller: "no_responders", send: "-", process: "-", reply: "-",
+		},
+		{
 			name: "closed", handler: fail(""),
 			before: func(b *syncbridge.Bridge) { b.Close() },
 			caller: "closed", send: "-", process: "-", reply: "-",
@@ -223,7 +228,7 @@ func TestErrorTypes(t *testing.T) {
 			if err := r.Shutdown(context.Background()); err != nil {
 				t.Fatal(err)
 			}
-			name := "request items"
+			name := "request " + msg.Topic
 			if msg.Topic == "" {
 				name = "request"
 			}
