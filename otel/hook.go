@@ -134,11 +134,11 @@ func (h *hook) OnRequestEnd(info *syncbridge.RequestInfo) {
 		set := t.set(setKey{op: OpSend, topic: info.Topic, errType: sendErr})
 		if d := info.PublishDuration; d > 0 {
 			rc.send.End(trace.WithTimestamp(rc.sendStart.Add(d)))
-			t.m.opDuration.Record(ctx, d.Seconds(), set)
+			t.m.opDuration.Record(ctx, d.Seconds(), set.rec...)
 		} else {
 			rc.send.End()
 		}
-		t.m.sent.Add(ctx, 1, set)
+		t.m.sent.Add(ctx, 1, set.add...)
 	}
 	if r := info.Reply; r != nil {
 		// The reply's creation context: the responder's send span.
@@ -146,14 +146,14 @@ func (h *hook) OnRequestEnd(info *syncbridge.RequestInfo) {
 		if sc := trace.SpanContextFromContext(rctx); sc.IsValid() {
 			span.AddLink(trace.Link{SpanContext: sc})
 		}
-		t.m.consumed.Add(ctx, 1, t.set(setKey{op: OpProcess, topic: r.Topic}))
+		t.m.consumed.Add(ctx, 1, t.set(setKey{op: OpProcess, topic: r.Topic}).add...)
 	}
 	if errType != "" {
 		span.SetStatus(codes.Error, info.Err.Error())
 		span.SetAttributes(semconv.ErrorTypeKey.String(errType))
 	}
 	span.End()
-	t.m.opDuration.Record(ctx, info.Duration.Seconds(), t.set(setKey{op: OpRequest, topic: info.Topic, errType: errType}))
+	t.m.opDuration.Record(ctx, info.Duration.Seconds(), t.set(setKey{op: OpRequest, topic: info.Topic, errType: errType}).rec...)
 }
 
 // requestErrorType returns the error.type of an ended request, "" for a
@@ -188,7 +188,7 @@ func (t *Telemetry) requestErrorType(info *syncbridge.RequestInfo) string {
 
 // OnDroppedReply counts the dropped reply.
 func (h *hook) OnDroppedReply(reason syncbridge.DropReason, msg *syncbridge.Message) {
-	h.t.m.dropped.Add(context.Background(), 1, h.t.set(setKey{topic: msg.Topic, reason: reason.String()}))
+	h.t.m.dropped.Add(context.Background(), 1, h.t.set(setKey{topic: msg.Topic, reason: reason.String()}).add...)
 }
 
 // handleCtx is the context a HandleStartHook gives the handler: the
@@ -200,6 +200,7 @@ type handleCtx struct {
 	send            trace.Span
 	sendStart       time.Time
 	replyTopic      string
+	id              string // the correlation ID
 }
 
 type handleKey struct{}
@@ -231,11 +232,12 @@ func (h *hook) OnHandleStart(info *syncbridge.HandleInfo) {
 	t := h.t
 	parent := t.prop.Extract(info.Context, HeaderCarrier{&info.Request.Headers})
 	start := time.Now()
+	id := string(info.ID)
 	ctx, span := t.tracer.Start(parent, t.spanName(OpProcess, info.Topic), kindConsumer,
-		trace.WithAttributes(t.consumerAttrs(info.Topic, info.Group, info.Request, string(info.ID))...))
-	hc := &handleCtx{Context: ctx, span: span, start: start}
+		trace.WithAttributes(t.consumerAttrs(info.Topic, info.Group, info.Request, id)...))
+	hc := &handleCtx{Context: ctx, span: span, start: start, id: id}
 	info.Context = hc
-	t.m.consumed.Add(hc, 1, t.set(setKey{op: OpProcess, topic: info.Topic, group: info.Group}))
+	t.m.consumed.Add(hc, 1, t.set(setKey{op: OpProcess, topic: info.Topic, group: info.Group}).add...)
 }
 
 // OnReplyPublish starts the reply's send span and injects its context into
@@ -252,7 +254,7 @@ func (h *hook) OnReplyPublish(info *syncbridge.HandleInfo, reply *syncbridge.Mes
 	if reply.UsePartition {
 		kv = append(kv, semconv.MessagingDestinationPartitionID(strconv.Itoa(int(reply.Partition))))
 	}
-	kv = t.messageAttrs(kv, reply, string(info.ID))
+	kv = t.messageAttrs(kv, reply, hc.id)
 	hc.sendStart = time.Now()
 	hc.replyTopic = reply.Topic
 	sctx, send := t.tracer.Start(hc, t.spanName(OpSend, reply.Topic), kindProducer,
@@ -279,8 +281,8 @@ func (h *hook) OnHandleEnd(info *syncbridge.HandleInfo) {
 		}
 		hc.send.End()
 		set := t.set(setKey{op: OpSend, topic: hc.replyTopic, errType: sendErr})
-		t.m.opDuration.Record(hc, now.Sub(hc.sendStart).Seconds(), set)
-		t.m.sent.Add(hc, 1, set)
+		t.m.opDuration.Record(hc, now.Sub(hc.sendStart).Seconds(), set.rec...)
+		t.m.sent.Add(hc, 1, set.add...)
 	}
 	var errType, desc string
 	switch {
@@ -301,7 +303,7 @@ func (h *hook) OnHandleEnd(info *syncbridge.HandleInfo) {
 		hc.span.SetAttributes(semconv.ErrorTypeKey.String(errType))
 	}
 	hc.span.End()
-	t.m.process.Record(hc, now.Sub(hc.start).Seconds(), t.set(setKey{op: OpProcess, topic: info.Topic, group: info.Group, errType: errType}))
+	t.m.process.Record(hc, now.Sub(hc.start).Seconds(), t.set(setKey{op: OpProcess, topic: info.Topic, group: info.Group, errType: errType}).rec...)
 }
 
 // OnSkippedRequest counts the skipped request, and makes a process span
@@ -325,5 +327,5 @@ func (h *hook) OnSkippedRequest(reason syncbridge.SkipReason, msg *syncbridge.Me
 		span.SetStatus(codes.Error, errType)
 	}
 	span.End()
-	t.m.skipped.Add(context.Background(), 1, t.set(setKey{topic: msg.Topic, reason: reason.String()}))
+	t.m.skipped.Add(context.Background(), 1, t.set(setKey{topic: msg.Topic, reason: reason.String()}).add...)
 }

@@ -99,8 +99,15 @@ type setKey struct {
 // Past it, they are made for each use: slower, never unbounded.
 const maxCached = 4096
 
-// set returns the measurement option of k's attributes, made once.
-func (t *Telemetry) set(k setKey) metric.MeasurementOption {
+// attrSet is a set of metric attributes, as the options that record it:
+// slices made once, so that recording allocates none.
+type attrSet struct {
+	rec []metric.RecordOption
+	add []metric.AddOption
+}
+
+// set returns the options of k's attributes, made once.
+func (t *Telemetry) set(k setKey) attrSet {
 	t.mu.RLock()
 	o, ok := t.sets[k]
 	t.mu.RUnlock()
@@ -130,7 +137,8 @@ func (t *Telemetry) set(k setKey) metric.MeasurementOption {
 	if k.reason != "" {
 		kv = append(kv, ReasonKey.String(k.reason))
 	}
-	o = metric.WithAttributeSet(attribute.NewSet(kv...))
+	opt := metric.WithAttributeSet(attribute.NewSet(kv...))
+	o = attrSet{rec: []metric.RecordOption{opt}, add: []metric.AddOption{opt}}
 	t.mu.Lock()
 	if len(t.sets) < maxCached {
 		t.sets[k] = o

@@ -100,11 +100,11 @@ type Telemetry struct {
 	m      instruments
 	h      *hook
 
-	mu    sync.RWMutex                        // protects codes, names and sets
-	codes map[string]string                   // remote error code to error.type
-	fixed bool                                // codes is complete: no code is added
-	names map[nameKey]string                  // span names
-	sets  map[setKey]metric.MeasurementOption // metric attribute sets
+	mu    sync.RWMutex       // protects codes, names and sets
+	codes map[string]string  // remote error code to error.type
+	fixed bool               // codes is complete: no code is added
+	names map[nameKey]string // span names
+	sets  map[setKey]attrSet // metric attribute sets
 }
 
 // New returns a Telemetry configured by opts.
@@ -135,7 +135,7 @@ func New(opts ...Option) *Telemetry {
 		codes:  map[string]string{syncbridge.CodeInternal: syncbridge.CodeInternal, syncbridge.CodePanic: syncbridge.CodePanic},
 		fixed:  c.fixed,
 		names:  make(map[nameKey]string),
-		sets:   make(map[setKey]metric.MeasurementOption),
+		sets:   make(map[setKey]attrSet),
 	}
 	for _, code := range c.codes {
 		t.codes[code] = code
