@@ -34,17 +34,19 @@ var (
 	_ syncbridge.SkippedRequestHook = (*hook)(nil)
 )
 
-// Error types that are not remote error codes.
+// Values of error.type, but for remote error codes, which are reported as
+// themselves (bounded: see WithErrorCodes).
 const (
-	ErrCanceled     = "canceled"      // the caller cancelled
-	ErrNoReply      = "no_reply"      // the deadline passed without a reply
-	ErrPublish      = "publish"       // certainly not sent
-	ErrOverloaded   = "overloaded"    // refused: MaxInFlight
-	ErrClosed       = "closed"        // the Bridge closed
-	ErrInvalid      = "invalid"       // refused: invalid message
-	ErrNoResponders = "no_responders" // refused: the topic has no responder
-	ErrExpired      = "expired"       // the responder saw the deadline pass
-	ErrMalformed    = "malformed"     // the request's routing headers were malformed
+	ErrorTypeCanceled     = "canceled"      // the caller cancelled
+	ErrorTypeNoReply      = "no_reply"      // the deadline passed without a reply
+	ErrorTypePublish      = "publish"       // certainly not sent
+	ErrorTypeOverloaded   = "overloaded"    // refused: MaxInFlight
+	ErrorTypeClosed       = "closed"        // the Bridge closed
+	ErrorTypeInvalid      = "invalid"       // refused: invalid message
+	ErrorTypeNoResponders = "no_responders" // refused: the topic has no responder
+	ErrorTypeExpired      = "expired"       // the responder saw the deadline pass
+	ErrorTypeMalformed    = "malformed"     // the request's routing headers were malformed
+	ErrorTypeOther        = "_OTHER"        // a remote error code past the bound
 )
 
 // requestCtx is the context a RequestStartHook leaves in
@@ -72,7 +74,7 @@ func (t *Telemetry) messageAttrs(kv []attribute.KeyValue, m *syncbridge.Message,
 		kv = append(kv, semconv.MessagingMessageConversationID(id))
 	}
 	kv = append(kv, semconv.MessagingMessageBodySize(len(m.Value)))
-	if m.Key != nil && utf8.Valid(m.Key) {
+	if t.kafka && m.Key != nil && utf8.Valid(m.Key) {
 		kv = append(kv, semconv.MessagingKafkaMessageKey(string(m.Key)))
 	}
 	return kv
@@ -82,21 +84,25 @@ func (t *Telemetry) messageAttrs(kv []attribute.KeyValue, m *syncbridge.Message,
 // the send span's context into the request's headers.
 func (h *hook) OnRequestStart(info *syncbridge.RequestInfo) {
 	t := h.t
-	kv := make([]attribute.KeyValue, 0, 9)
-	kv = append(kv, t.system, semconv.MessagingOperationName(OpRequest), semconv.MessagingDestinationName(info.Topic))
+	// One array for the attributes of both spans, in two slices: a tracer
+	// may keep the slice it is given.
+	buf := make([]attribute.KeyValue, 0, 16)
+	kv := append(buf, t.system, semconv.MessagingOperationName(OpRequest), semconv.MessagingDestinationName(info.Topic))
 	kv = t.messageAttrs(kv, info.Message, info.ID)
+	kv = kv[:len(kv):len(kv)]
 	ctx, span := t.tracer.Start(info.Context, t.spanName(OpRequest, info.Topic),
 		kindClient, trace.WithTimestamp(info.Start), trace.WithAttributes(kv...))
 	rc := &requestCtx{Context: ctx, span: span}
 	// The send span has the same attributes, but for the operation.
-	kv[1] = semconv.MessagingOperationName(OpSend)
-	kv = append(kv, semconv.MessagingOperationTypeSend)
+	skv := append(buf[len(kv):len(kv)], kv...)
+	skv[1] = semconv.MessagingOperationName(OpSend)
+	skv = append(skv, semconv.MessagingOperationTypeSend)
 	if m := info.Message; m.UsePartition {
-		kv = append(kv, semconv.MessagingDestinationPartitionID(strconv.Itoa(int(m.Partition))))
+		skv = append(skv, semconv.MessagingDestinationPartitionID(strconv.Itoa(int(m.Partition))))
 	}
 	rc.sendStart = time.Now()
 	sctx, send := t.tracer.Start(rc, t.spanName(OpSend, info.Topic),
-		kindProducer, trace.WithAttributes(kv...))
+		kindProducer, trace.WithAttributes(skv...))
 	rc.send = send
 	t.prop.Inject(sctx, HeaderCarrier{&info.Message.Headers})
 	info.Context = rc
@@ -169,21 +175,21 @@ func (t *Telemetry) requestErrorType(info *syncbridge.RequestInfo) string {
 		}
 		return t.remoteCode("")
 	case syncbridge.OutcomeCanceled:
-		return ErrCanceled
+		return ErrorTypeCanceled
 	case syncbridge.OutcomeTimedOut:
-		return ErrNoReply
+		return ErrorTypeNoReply
 	case syncbridge.OutcomePublishError:
-		return ErrPublish
+		return ErrorTypePublish
 	case syncbridge.OutcomeOverloaded:
-		return ErrOverloaded
+		return ErrorTypeOverloaded
 	case syncbridge.OutcomeClosed:
-		return ErrClosed
+		return ErrorTypeClosed
 	case syncbridge.OutcomeInvalid:
-		return ErrInvalid
+		return ErrorTypeInvalid
 	case syncbridge.OutcomeNoResponders:
-		return ErrNoResponders
+		return ErrorTypeNoResponders
 	}
-	return semconv.ErrorTypeOther.Value.AsString()
+	return ErrorTypeOther
 }
 
 // OnDroppedReply counts the dropped reply.
@@ -275,7 +281,7 @@ func (h *hook) OnHandleEnd(info *syncbridge.HandleInfo) {
 	if hc.send != nil {
 		var sendErr string
 		if info.ReplyErr != nil {
-			sendErr = ErrPublish
+			sendErr = ErrorTypePublish
 			hc.send.SetStatus(codes.Error, info.ReplyErr.Error())
 			hc.send.SetAttributes(semconv.ErrorTypeKey.String(sendErr))
 		}
@@ -294,9 +300,9 @@ func (h *hook) OnHandleEnd(info *syncbridge.HandleInfo) {
 		}
 		errType, desc = t.remoteCode(code), info.Err.Error()
 	case info.ReplyErr != nil:
-		errType, desc = ErrPublish, info.ReplyErr.Error()
+		errType, desc = ErrorTypePublish, info.ReplyErr.Error()
 	case info.Reply == nil:
-		errType, desc = ErrExpired, "the deadline passed before the reply could be sent"
+		errType, desc = ErrorTypeExpired, "the deadline passed before the reply could be sent"
 	}
 	if errType != "" {
 		hc.span.SetStatus(codes.Error, desc)
@@ -311,9 +317,9 @@ func (h *hook) OnHandleEnd(info *syncbridge.HandleInfo) {
 // shows that the responder received it too late.
 func (h *hook) OnSkippedRequest(reason syncbridge.SkipReason, msg *syncbridge.Message, err error) {
 	t := h.t
-	errType := ErrMalformed
+	errType := ErrorTypeMalformed
 	if reason == syncbridge.SkipExpired {
-		errType = ErrExpired
+		errType = ErrorTypeExpired
 	}
 	// The hook is told neither the Responder's group nor its header
 	// names: the span has no group and no correlation ID.

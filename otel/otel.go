@@ -187,7 +187,7 @@ func (t *Telemetry) remoteCode(code string) string {
 	case ok:
 		return v
 	case fixed || n >= maxCodes+2 || !validCode(code):
-		return semconv.ErrorTypeOther.Value.AsString()
+		return ErrorTypeOther
 	}
 	t.mu.Lock()
 	defer t.mu.Unlock()
@@ -195,7 +195,7 @@ func (t *Telemetry) remoteCode(code string) string {
 		return v
 	}
 	if len(t.codes) >= maxCodes+2 { // CodeInternal and CodePanic are always there
-		return semconv.ErrorTypeOther.Value.AsString()
+		return ErrorTypeOther
 	}
 	code = strings.Clone(code) // it may be the reply's memory
 	t.codes[code] = code

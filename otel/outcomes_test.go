@@ -267,7 +267,7 @@ func TestOverloaded(t *testing.T) {
 	}
 	first := b.Go(context.Background(), syncbridge.Message{Topic: "items"})
 	if _, err := b.Request(context.Background(), syncbridge.Message{Topic: "items"}); !errors.Is(err, syncbridge.ErrOverloaded) {
-		t.Fatalf("second request: %v, want ErrOverloaded", err)
+		t.Fatalf("second request: %v, want ErrorTypeOverloaded", err)
 	}
 	b.Close()
 	<-first.Done()
