@@ -108,10 +108,7 @@ type attrSet struct {
 
 // set returns the options of k's attributes, made once.
 func (t *Telemetry) set(k setKey) attrSet {
-	t.mu.RLock()
-	o, ok := t.sets[k]
-	t.mu.RUnlock()
-	if ok {
+	if o, ok := t.sets.get(k); ok {
 		return o
 	}
 	kv := make([]attribute.KeyValue, 0, 6)
@@ -138,12 +135,7 @@ func (t *Telemetry) set(k setKey) attrSet {
 		kv = append(kv, ReasonKey.String(k.reason))
 	}
 	opt := metric.WithAttributeSet(attribute.NewSet(kv...))
-	o = attrSet{rec: []metric.RecordOption{opt}, add: []metric.AddOption{opt}}
-	t.mu.Lock()
-	if len(t.sets) < maxCached {
-		t.sets[k] = o
-	}
-	t.mu.Unlock()
+	o, _ := t.sets.add(k, attrSet{rec: []metric.RecordOption{opt}, add: []metric.AddOption{opt}}, maxCached)
 	return o
 }
 
@@ -158,17 +150,9 @@ func (t *Telemetry) spanName(op, topic string) string {
 		return op
 	}
 	k := nameKey{op, topic}
-	t.mu.RLock()
-	n, ok := t.names[k]
-	t.mu.RUnlock()
-	if ok {
+	if n, ok := t.names.get(k); ok {
 		return n
 	}
-	n = op + " " + topic
-	t.mu.Lock()
-	if len(t.names) < maxCached {
-		t.names[k] = n
-	}
-	t.mu.Unlock()
+	n, _ := t.names.add(k, op+" "+topic, maxCached)
 	return n
 }

@@ -3,7 +3,6 @@ package otel
 import (
 	"context"
 	"strings"
-	"sync"
 
 	"github.com/syncbridge/syncbridge"
 	"go.opentelemetry.io/otel"
@@ -100,11 +99,10 @@ type Telemetry struct {
 	m      instruments
 	h      *hook
 
-	mu    sync.RWMutex       // protects codes, names and sets
-	codes map[string]string  // remote error code to error.type
-	fixed bool               // codes is complete: no code is added
-	names map[nameKey]string // span names
-	sets  map[setKey]attrSet // metric attribute sets
+	codes cache[string, string]  // remote error code to error.type
+	fixed bool                   // codes is complete: no code is added
+	names cache[nameKey, string] // span names
+	sets  cache[setKey, attrSet] // metric attribute sets
 }
 
 // New returns a Telemetry configured by opts.
@@ -132,13 +130,10 @@ func New(opts ...Option) *Telemetry {
 		prop:   c.prop,
 		system: semconv.MessagingSystemKey.String(c.system),
 		kafka:  c.system == DefaultSystem,
-		codes:  map[string]string{syncbridge.CodeInternal: syncbridge.CodeInternal, syncbridge.CodePanic: syncbridge.CodePanic},
 		fixed:  c.fixed,
-		names:  make(map[nameKey]string),
-		sets:   make(map[setKey]attrSet),
 	}
-	for _, code := range c.codes {
-		t.codes[code] = code
+	for _, code := range append([]string{syncbridge.CodeInternal, syncbridge.CodePanic}, c.codes...) {
+		t.codes.add(code, code, len(c.codes)+2)
 	}
 	t.m = newInstruments(c.mp.Meter(ScopeName, metric.WithInstrumentationVersion(Version), metric.WithSchemaURL(semconv.SchemaURL)))
 	t.h = &hook{t: t}
@@ -146,8 +141,10 @@ func New(opts ...Option) *Telemetry {
 }
 
 // Option returns the option that instruments a Bridge (syncbridge.New) or
-// a Responder (syncbridge.NewResponder): one value for both, with the
-// hooks of both. It is the same value on every call.
+// a Responder (syncbridge.NewResponder): one option for both, carrying the
+// hooks of both (syncbridge.WithHooks). Give it to every Bridge and
+// Responder the Telemetry instruments; giving it twice to one makes every
+// span twice.
 func (t *Telemetry) Option() syncbridge.SharedOption {
 	return syncbridge.WithHooks(t.h)
 }
@@ -179,27 +176,17 @@ func (t *Telemetry) ObserveResponder(r *syncbridge.Responder) (metric.Registrati
 
 // remoteCode returns the error.type of a remote error code.
 func (t *Telemetry) remoteCode(code string) string {
-	t.mu.RLock()
-	v, ok := t.codes[code]
-	fixed, n := t.fixed, len(t.codes)
-	t.mu.RUnlock()
-	switch {
-	case ok:
-		return v
-	case fixed || n >= maxCodes+2 || !validCode(code):
-		return ErrorTypeOther
-	}
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	if v, ok := t.codes[code]; ok {
+	if v, ok := t.codes.get(code); ok {
 		return v
 	}
-	if len(t.codes) >= maxCodes+2 { // CodeInternal and CodePanic are always there
+	if t.fixed || !validCode(code) {
 		return ErrorTypeOther
 	}
-	code = strings.Clone(code) // it may be the reply's memory
-	t.codes[code] = code
-	return code
+	// CodeInternal and CodePanic are always there.
+	if v, ok := t.codes.add(strings.Clone(code), strings.Clone(code), maxCodes+2); ok {
+		return v
+	}
+	return ErrorTypeOther
 }
 
 // validCode reports whether code may be reported as an error.type.
