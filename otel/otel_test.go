@@ -10,6 +10,7 @@ import (
 	"github.com/syncbridge/syncbridge"
 	"github.com/syncbridge/syncbridge/memory"
 	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/sdk/metric/metricdata"
 	"go.opentelemetry.io/otel/trace"
 )
 
@@ -215,6 +216,16 @@ func checkTrace(t *testing.T, e *env, tr syncbridge.Transport, sent func()) {
 	} {
 		if got := unit(ms, name); got != want {
 			t.Errorf("%s unit %q, want %q", name, got, want)
+		}
+	}
+	// The histograms have the conventions' buckets, 5 ms to 10 s.
+	for _, m := range ms {
+		if h, ok := m.Data.(metricdata.Histogram[float64]); ok {
+			for _, p := range h.DataPoints {
+				if got := fmt.Sprint(p.Bounds); got != "[0.005 0.01 0.025 0.05 0.075 0.1 0.25 0.5 0.75 1 2.5 5 7.5 10]" {
+					t.Errorf("%s buckets %s", m.Name, got)
+				}
+			}
 		}
 	}
 	// Never a correlation ID, a key or a partition in a metric.
