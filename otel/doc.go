@@ -13,10 +13,10 @@
 //
 // One request makes one trace, from the caller to the responder and back:
 //
-//	request items    CLIENT    (caller)    the whole request: Request, or Go until its Call ends
-//	└ send items     PRODUCER  (caller)    the publish, until the transport acknowledges it
-//	  └ process items CONSUMER (responder) the handler, and its reply's publish
-//	    └ send syncbridge.replies PRODUCER (responder) the reply's publish
+//	request items                 CLIENT    caller     the whole request: Request, or Go until its Call ends
+//	└ send items                  PRODUCER  caller     the publish, until the transport acknowledges it
+//	  └ process items             CONSUMER  responder  the handler, and its reply's publish
+//	    └ send syncbridge.replies PRODUCER  responder  the reply's publish
 //
 // The context of each send span is injected into the message's headers
 // (traceparent and tracestate with the W3C propagator): it is the
@@ -25,18 +25,23 @@
 // child of a PRODUCER span, as the conventions ask and as service-graph
 // tools expect; the handler's context carries it, so the handler's own
 // spans nest under it. The request span links to the reply's creation
-// context when the reply carries one.
+// context when the reply carries one. A trace context the request already
+// carries (headers passed on from another message) is replaced: the
+// Bridge is the request's producer.
 //
 // Span names are "{operation} {topic}". Attributes, set when the span
 // starts: messaging.system, messaging.operation.name,
 // messaging.operation.type (but on the request span, whose operation has
 // no type in the conventions), messaging.destination.name,
 // messaging.message.conversation_id (the correlation ID),
-// messaging.message.body.size, messaging.kafka.message.key (for a key that
-// is valid UTF-8), messaging.destination.partition.id (for a delivered
-// message, or a reply pinned to a partition), messaging.kafka.offset (for
-// a delivered Kafka message) and messaging.consumer.group.name (on process
-// spans). A span that failed has an Error status and error.type.
+// messaging.message.body.size, messaging.destination.partition.id (for a
+// delivered message, or a reply pinned to a partition),
+// messaging.consumer.group.name (on process spans), and, when the system
+// is Kafka, messaging.kafka.message.key (for a key that is valid UTF-8)
+// and messaging.kafka.offset (for a delivered message). A span that failed
+// has an Error status and error.type. A request a Responder skipped gets a
+// process span too, without group or correlation ID (its hook is told
+// neither).
 //
 // # error.type
 //
