@@ -1,0 +1,26 @@
+package otel_test
+
+import (
+	"testing"
+
+	"github.com/syncbridge/syncbridge/kafka"
+	"github.com/twmb/franz-go/pkg/kfake"
+)
+
+// The same trace over Kafka (an in-process kfake broker): the trace
+// context travels in the records' headers, the process span has the
+// record's partition and offset, and the request's send span ends when the
+// broker acknowledged it (the transport publishes asynchronously).
+func TestTraceAcrossKafka(t *testing.T) {
+	cluster, err := kfake.NewCluster(kfake.NumBrokers(1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cluster.Close()
+	tr, err := kafka.New(cluster.ListenAddrs(), kafka.CreateTopics(3, 1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tr.Close()
+	checkTrace(t, newEnv(t), tr, nil)
+}
