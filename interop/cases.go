@@ -37,7 +37,7 @@ type result struct {
 	// Lost: requests that got no reply in time (or could not be sent).
 	Lost int `json:"lost"`
 	// Wrong: replies of the right request but the wrong kind (an error as a
-	// success, or a success as an error, or the wrong code).
+	// success, empty or not, or a success as an error, or the wrong code).
 	Wrong int `json:"wrong"`
 	// Took is how long the case ran, as the driver measured it.
 	Took time.Duration `json:"-"`
@@ -89,7 +89,8 @@ type goCase struct {
 	pinned       bool
 	dialect      syncbridge.Dialect
 	n            int
-	window       int // requests in flight at most
+	window       int           // requests in flight at most
+	timeout      time.Duration // of each request
 	// transport returns a Transport for one Bridge, and how to close it.
 	transport func() (syncbridge.Transport, func(), error)
 	nonce     string
@@ -139,8 +140,10 @@ func (c goCase) run(ctx context.Context) (result, error) {
 		wg.Go(func() {
 			for i := int(next.Add(1) - 1); i < c.n; i = int(next.Add(1) - 1) {
 				p, fail := payload("go-"+c.peer+"-"+c.mode, i, c.nonce)
-				r := replicas[i%2]
-				reply, err := r.b.Request(ctx, syncbridge.Message{Topic: c.requestTopic, Key: fmt.Appendf(nil, "k%d", i), Value: []byte(p)})
+				r := replicas[(i/2)%2] // each replica sends successes and errors
+				rctx, cancel := context.WithTimeout(ctx, c.timeout)
+				reply, err := r.b.Request(rctx, syncbridge.Message{Topic: c.requestTopic, Key: fmt.Appendf(nil, "k%d", i), Value: []byte(p)})
+				cancel()
 				mu.Lock()
 				classify(&res, p, fail, reply, err, r.part)
 				mu.Unlock()
@@ -166,11 +169,13 @@ func classify(res *result, p string, fail bool, reply *syncbridge.Message, err e
 	var re *syncbridge.RemoteError
 	switch {
 	case err == nil:
-		switch {
-		case string(reply.Value) != "echo:"+p || (part >= 0 && reply.Partition != part):
-			res.Misrouted++
-		case fail:
-			res.Wrong++
+		switch v := string(reply.Value); {
+		case v == "echo:"+p && part >= 0 && reply.Partition != part:
+			res.Misrouted++ // on a partition the request did not name
+		case v != "echo:"+p && strings.HasPrefix(v, "echo:"):
+			res.Misrouted++ // another request's reply
+		case v != "echo:"+p || fail:
+			res.Wrong++ // not an echo (an error turned into an empty success), or a success for an error
 		default:
 			res.Correct++
 		}

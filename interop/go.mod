@@ -6,6 +6,7 @@ require (
 	github.com/segmentio/kafka-go v0.4.51
 	github.com/syncbridge/syncbridge v0.0.0
 	github.com/syncbridge/syncbridge/kafka v0.0.0
+	go.uber.org/goleak v1.3.0
 )
 
 require (

@@ -164,7 +164,7 @@ func run(ctx context.Context, cfg config) (results []result, err error) {
 
 	goCall := func(peer, mode string, d syncbridge.Dialect) error {
 		c := goCase{
-			peer: peer, mode: mode, pinned: mode == "pinned", dialect: d, n: cfg.n, window: 64,
+			peer: peer, mode: mode, pinned: mode == "pinned", dialect: d, n: cfg.n, window: 64, timeout: 30 * time.Second,
 			requestTopic: prefix + "." + peer + ".requests", replyTopic: prefix + ".go" + peer + ".replies." + mode,
 			transport: newTransport, nonce: nonce,
 		}

@@ -143,10 +143,13 @@ public final class SpringPeer {
 
 		final String description;
 
-		RemoteException(String code, String description) {
+		final int partition; // of the reply
+
+		RemoteException(String code, String description, int partition) {
 			super(code + ": " + description);
 			this.code = code;
 			this.description = description;
+			this.partition = partition;
 		}
 
 	}
@@ -249,24 +252,30 @@ public final class SpringPeer {
 		}
 		Header desc = record.headers().lastHeader(ERROR_DESCRIPTION);
 		return new RemoteException(new String(code.value(), StandardCharsets.UTF_8),
-				desc == null ? "" : new String(desc.value(), StandardCharsets.UTF_8));
+				desc == null ? "" : new String(desc.value(), StandardCharsets.UTF_8), record.partition());
 	}
 
 	static CountingTemplate template(ConsumerFactory<String, String> cf, ProducerFactory<String, String> pf,
-			String replyTopic, Integer partition) throws InterruptedException {
+			String replyTopic, Integer partition) {
 		ContainerProperties props = partition == null ? new ContainerProperties(replyTopic)
 				: new ContainerProperties(new TopicPartitionOffset(replyTopic, partition));
 		props.setGroupId("interop-spring-caller-" + UUID.randomUUID());
+		// An assigned (pinned) container says it is ready after its first
+		// poll, which lasts this long when no reply is there yet.
+		props.setPollTimeout(500);
 		KafkaMessageListenerContainer<String, String> container = new KafkaMessageListenerContainer<>(cf, props);
 		CountingTemplate t = new CountingTemplate(pf, container, partition);
 		t.setSharedReplyTopic(true);
 		t.setReplyErrorChecker(SpringPeer::syncbridgeError);
 		t.setDefaultReplyTimeout(Duration.ofSeconds(30));
 		t.start();
-		if (!t.waitForAssignment(Duration.ofSeconds(60))) {
-			throw new IllegalStateException("reply container of " + replyTopic + " got no partitions");
-		}
 		return t;
+	}
+
+	static void awaitAssignment(CountingTemplate t) throws InterruptedException {
+		if (!t.waitForAssignment(Duration.ofSeconds(60))) {
+			throw new IllegalStateException("reply container got no partitions in 60 s");
+		}
 	}
 
 	/**
@@ -282,9 +291,14 @@ public final class SpringPeer {
 		ProducerFactory<String, String> pf = (ProducerFactory<String, String>) pf0;
 		boolean pinned = mode.equals("pinned");
 		String replyTopic = prefix + ".spring.replies." + mode;
+		long t0 = System.nanoTime();
 		List<CountingTemplate> replicas = new ArrayList<>();
 		replicas.add(template(cf, pf, replyTopic, pinned ? 1 : null));
 		replicas.add(template(cf, pf, replyTopic, pinned ? 2 : null));
+		for (CountingTemplate t : replicas) {
+			awaitAssignment(t);
+		}
+		System.err.printf("spring %s: replicas ready in %d ms%n", mode, (System.nanoTime() - t0) / 1000000);
 		AtomicInteger correct = new AtomicInteger();
 		AtomicInteger misrouted = new AtomicInteger();
 		AtomicInteger errorsAsErrors = new AtomicInteger();
@@ -300,19 +314,22 @@ public final class SpringPeer {
 				errorsSent++;
 			}
 			String payload = (fail ? "fail-" : "ok-") + "spring-" + mode + "-" + i + "-" + nonce;
-			CountingTemplate t = replicas.get(i % 2);
+			CountingTemplate t = replicas.get((i / 2) % 2); // each replica sends successes and errors
 			window.acquire();
 			ProducerRecord<String, String> rec = new ProducerRecord<>(prefix + ".gospring.requests", "k" + i, payload);
 			t.sendAndReceive(rec).whenComplete((reply, ex) -> {
 				try {
 					if (ex == null) {
-						boolean right = reply.value().equals("echo:" + payload);
-						boolean onPartition = t.partition == null || reply.partition() == t.partition;
-						if (!right || !onPartition) {
-							misrouted.incrementAndGet();
+						String v = reply.value() == null ? "" : reply.value();
+						boolean echo = v.equals("echo:" + payload);
+						if (echo && t.partition != null && reply.partition() != t.partition) {
+							misrouted.incrementAndGet(); // on a partition the request did not name
 						}
-						else if (fail) {
-							wrong.incrementAndGet(); // an error that arrived as a success
+						else if (!echo && v.startsWith("echo:")) {
+							misrouted.incrementAndGet(); // another request's reply
+						}
+						else if (!echo || fail) {
+							wrong.incrementAndGet(); // an error that arrived as a success (empty or not)
 						}
 						else {
 							correct.incrementAndGet();
@@ -324,7 +341,8 @@ public final class SpringPeer {
 						if (!re.description.equals("no: " + payload)) {
 							misrouted.incrementAndGet();
 						}
-						else if (fail && re.code.equals("refused")) {
+						else if (fail && re.code.equals("refused")
+								&& (t.partition == null || re.partition == t.partition)) {
 							correct.incrementAndGet();
 							errorsAsErrors.incrementAndGet();
 						}
@@ -345,6 +363,7 @@ public final class SpringPeer {
 		if (!done.await(120, TimeUnit.SECONDS)) {
 			throw new IllegalStateException("requests did not end in 120 s");
 		}
+		System.err.printf("spring %s: requests done in %d ms%n", mode, (System.nanoTime() - t0) / 1000000);
 		int unmatched = 0;
 		for (CountingTemplate t : replicas) {
 			if (pinned) {
@@ -354,6 +373,7 @@ public final class SpringPeer {
 			t.destroy(); // its scheduler's thread
 		}
 		misrouted.addAndGet(unmatched);
+		System.err.printf("spring %s: replicas stopped in %d ms%n", mode, (System.nanoTime() - t0) / 1000000);
 		return String.format(
 				"{\"peer\":\"spring\",\"direction\":\"spring->go\",\"mode\":\"%s\",\"sent\":%d,\"correct\":%d,"
 						+ "\"misrouted\":%d,\"errorsSent\":%d,\"errorsAsErrors\":%d,\"lost\":%d,\"wrong\":%d}",
