@@ -126,7 +126,7 @@ func (c goCase) run(ctx context.Context) (result, error) {
 			part = int32(i + 1)
 			opts = append(opts, syncbridge.WithReplyPartitions(part))
 		}
-		b, err := syncbridge.New(tr, opts...)
+		b, err := syncbridge.New(ctx, tr, opts...)
 		if err != nil {
 			return res, fmt.Errorf("bridge %d: %w", i, err)
 		}

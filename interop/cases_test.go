@@ -99,7 +99,7 @@ func TestGoCase(t *testing.T) {
 			tr := &memory.Transport{Partitions: 3}
 			defer tr.Close()
 			if tc.responder == nil {
-				r, err := syncbridge.NewResponder(tr, "req", echoOrFail)
+				r, err := syncbridge.NewResponder(context.Background(), tr, "req", echoOrFail)
 				if err != nil {
 					t.Fatal(err)
 				}

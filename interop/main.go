@@ -118,7 +118,7 @@ func run(ctx context.Context, cfg config) (results []result, err error) {
 	}
 	defer closeRtr()
 	for _, topic := range []string{prefix + ".gospring.requests", prefix + ".gonest.requests"} {
-		r, err := syncbridge.NewResponder(rtr, topic, echoOrFail)
+		r, err := syncbridge.NewResponder(ctx, rtr, topic, echoOrFail)
 		if err != nil {
 			return nil, err
 		}
