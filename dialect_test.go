@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"testing"
 	"time"
 
@@ -353,4 +354,35 @@ func TestUnknownDialect(t *testing.T) {
 			t.Errorf("%d.String() = %q, want %q", int(d), d.String(), want)
 		}
 	}
+}
+
+// A Bridge pinned to a reply partition that calls NestJS responders writes
+// the partition as NestJS reads it: in decimal. A syncbridge Responder reads
+// either form.
+func ExampleWithDialect() {
+	tr := &memory.Transport{Partitions: 4}
+	defer tr.Close()
+	ctx := context.Background()
+	r, err := syncbridge.NewResponder(ctx, tr, "prices", func(ctx context.Context, req *syncbridge.Message) (syncbridge.Message, error) {
+		p, _ := req.Header("kafka_replyPartition")
+		return syncbridge.Message{Value: fmt.Appendf(nil, "kafka_replyPartition %q", p)}, nil
+	})
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	defer r.Close()
+	b, err := syncbridge.New(ctx, tr, syncbridge.WithReplyPartitions(3), syncbridge.WithDialect(syncbridge.DialectNestJS))
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	defer b.Close()
+	reply, err := b.Request(ctx, syncbridge.Message{Topic: "prices"})
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	fmt.Printf("%s, reply on partition %d\n", reply.Value, reply.Partition)
+	// Output: kafka_replyPartition "3", reply on partition 3
 }
