@@ -2,7 +2,6 @@ package syncbridge
 
 import (
 	"context"
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"sync"
@@ -150,7 +149,7 @@ func (b *Bridge) outgoing(c *Call, msg *Message) Message {
 		Header{Key: h.Deadline, Value: buf[idLen:len(buf):len(buf)]})
 	if ps := b.cfg.replyParts; len(ps) > 0 {
 		p := ps[int(b.part.Add(1))%len(ps)]
-		hdrs = append(hdrs, Header{Key: h.ReplyPartition, Value: binary.BigEndian.AppendUint32(buf[len(buf):len(buf):cap(buf)], uint32(p))})
+		hdrs = append(hdrs, Header{Key: h.ReplyPartition, Value: b.cfg.dialect.appendReplyPartition(buf[len(buf):len(buf):cap(buf)], p)}) // dialect.go
 	}
 	out := *msg
 	out.Headers = hdrs
@@ -158,8 +157,8 @@ func (b *Bridge) outgoing(c *Call, msg *Message) Message {
 }
 
 // outgoingBytes is room for the values of a request's headers: correlation
-// ID, deadline and reply partition.
-const outgoingBytes = idLen + 20 + 4
+// ID, deadline and reply partition (10 bytes in decimal, see Dialect).
+const outgoingBytes = idLen + 20 + 10
 
 // outgoingBuf is the memory of a request's headers.
 type outgoingBuf struct {

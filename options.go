@@ -15,9 +15,10 @@ type HeaderNames struct {
 	CorrelationID string
 	// ReplyTopic carries the topic to reply to. Default "kafka_replyTopic".
 	ReplyTopic string
-	// ReplyPartition carries the partition to reply to, a 4-byte big-endian
-	// int32, sent only when the Bridge pins reply partitions. Default
-	// "kafka_replyPartition".
+	// ReplyPartition carries the partition to reply to, sent only when the
+	// Bridge pins reply partitions: a 4-byte big-endian int32 (Spring's
+	// form), or decimal ASCII with DialectNestJS (NestJS's form). A
+	// Responder reads either. Default "kafka_replyPartition".
 	ReplyPartition string
 	// Deadline carries the caller's absolute deadline, in Unix milliseconds
 	// as decimal ASCII. Default "syncbridge_deadline".
@@ -98,6 +99,7 @@ type config struct {
 	group          string
 	concurrent     bool
 	failFast       bool
+	dialect        Dialect // see dialect.go
 }
 
 func defaultConfig() config {
@@ -175,6 +177,9 @@ func applyOptions(cfg *config, opts []Option, forBridge bool) error {
 		o.apply(cfg)
 	}
 	if err := cfg.headers.validate(); err != nil {
+		return err
+	}
+	if err := cfg.dialect.validate(); err != nil { // dialect.go
 		return err
 	}
 	if cfg.defaultTimeout <= 0 {

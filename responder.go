@@ -139,14 +139,14 @@ func (r *Responder) serve(_ context.Context, msg Message) {
 	h := &r.cfg.headers
 	out.Headers = in.hdrs[:0]
 	for _, x := range reply.Headers {
-		if !h.reserved(x.Key) { // a handler passing on another reply's headers
+		if !h.reserved(x.Key) && !isNestHeader(x.Key) { // a handler passing on another reply's headers
 			out.Headers = append(out.Headers, x)
 		}
 	}
 	out.Headers = append(out.Headers, Header{Key: h.CorrelationID, Value: ri.id}, Header{Key: h.Responder, Value: r.groupName})
+	var re *RemoteError
 	if err != nil {
 		r.stats.failed.Add(1)
-		var re *RemoteError
 		if !errors.As(err, &re) {
 			re = &RemoteError{Code: CodeInternal, Description: err.Error()}
 		}
@@ -157,6 +157,10 @@ func (r *Responder) serve(_ context.Context, msg Message) {
 		out.Headers = append(out.Headers,
 			Header{Key: h.ErrorCode, Value: []byte(code)},
 			Header{Key: h.ErrorDescription, Value: []byte(re.Description)})
+	}
+	// interop (dialect.go): the last reply to a NestJS caller
+	if r.cfg.dialect.nestReply(&ri) {
+		out.Headers = appendNestHeaders(out.Headers, re)
 	}
 	var pctx context.Context = ctx
 	switch ctx.Err() {

@@ -3,6 +3,7 @@ package syncbridge
 import (
 	"encoding/binary"
 	"fmt"
+	"math"
 	"strconv"
 	"sync/atomic"
 	"time"
@@ -15,16 +16,42 @@ import (
 // maxIDLen bounds the correlation ID a Responder accepts and echoes.
 const maxIDLen = 256
 
-// decodeReplyPartition decodes a ReplyPartition header.
-func decodeReplyPartition(b []byte) (int32, error) {
+// decodeReplyPartition decodes a ReplyPartition header written either way:
+// as decimal ASCII (NestJS, 1 to 10 digits), reported by decimal, or as 4
+// bytes, big-endian (Spring, syncbridge). Four digits are read as decimal:
+// as 4 bytes they would name a partition above 800,000,000.
+func decodeReplyPartition(b []byte) (p int32, decimal bool, err error) {
+	// interop (dialect.go): decimal ASCII
+	if n, ok := parseDecimalPartition(b); ok {
+		return n, true, nil
+	}
 	if len(b) != 4 {
-		return 0, fmt.Errorf("%w: reply partition is %d bytes, want 4", ErrMalformedHeader, len(b))
+		return 0, false, fmt.Errorf("%w: reply partition %q is neither 4 bytes nor decimal", ErrMalformedHeader, b)
 	}
-	p := int32(binary.BigEndian.Uint32(b))
+	p = int32(binary.BigEndian.Uint32(b))
 	if p < 0 {
-		return 0, fmt.Errorf("%w: negative reply partition %d", ErrMalformedHeader, p)
+		return 0, false, fmt.Errorf("%w: negative reply partition %d", ErrMalformedHeader, p)
 	}
-	return p, nil
+	return p, false, nil
+}
+
+// parseDecimalPartition parses 1 to 10 ASCII digits whose value fits an
+// int32.
+func parseDecimalPartition(b []byte) (int32, bool) {
+	if len(b) == 0 || len(b) > 10 {
+		return 0, false
+	}
+	var n int64
+	for _, c := range b {
+		if c < '0' || c > '9' {
+			return 0, false
+		}
+		n = n*10 + int64(c-'0')
+	}
+	if n > math.MaxInt32 {
+		return 0, false
+	}
+	return int32(n), true
 }
 
 // appendDeadline appends t as decimal Unix milliseconds.
@@ -52,11 +79,14 @@ func decodeDeadline(b []byte) (time.Time, error) {
 
 // requestInfo is what a Responder reads from a request's headers.
 type requestInfo struct {
-	id           []byte    // correlation ID, echoed byte for byte
-	replyTo      string    // reply topic
-	partition    int32     // reply partition, when hasPartition
-	hasPartition bool      // the request named a reply partition
-	deadline     time.Time // zero when the request carried none
+	id           []byte // correlation ID, echoed byte for byte
+	replyTo      string // reply topic
+	partition    int32  // reply partition, when hasPartition
+	hasPartition bool   // the request named a reply partition
+	// decimalPartition: the partition was decimal ASCII, as NestJS writes
+	// it (see Dialect).
+	decimalPartition bool
+	deadline         time.Time // zero when the request carried none
 }
 
 // parseRequest reads the routing headers of a request. last, when not nil,
@@ -104,11 +134,11 @@ func parseRequest(msg *Message, h *HeaderNames, last *atomic.Pointer[string]) (r
 		ri.replyTo = topic
 	}
 	if hasPart {
-		p, err := decodeReplyPartition(part)
+		p, dec, err := decodeReplyPartition(part)
 		if err != nil {
 			return ri, err
 		}
-		ri.partition, ri.hasPartition = p, true
+		ri.partition, ri.hasPartition, ri.decimalPartition = p, true, dec
 	}
 	if hasDL {
 		d, err := decodeDeadline(dl)
@@ -121,10 +151,16 @@ func parseRequest(msg *Message, h *HeaderNames, last *atomic.Pointer[string]) (r
 }
 
 // parseReplyError returns the *RemoteError an error reply carries, or nil
-// for a normal reply.
+// for a normal reply: syncbridge's error headers, or else NestJS's
+// kafka_nest-err (see decodeNestError).
 func parseReplyError(msg *Message, h *HeaderNames) *RemoteError {
 	code, ok := msg.Header(h.ErrorCode)
 	if !ok {
+		// interop (dialect.go): a NestJS responder's error reply
+		if v, nest := msg.Header(NestErrHeader); nest {
+			c, d := decodeNestError(v)
+			return &RemoteError{Code: c, Description: d, Reply: msg}
+		}
 		return nil
 	}
 	desc, _ := msg.Header(h.ErrorDescription)

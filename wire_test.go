@@ -2,8 +2,8 @@ package syncbridge
 
 import (
 	"bytes"
-	"encoding/binary"
 	"errors"
+	"strconv"
 	"testing"
 	"time"
 )
@@ -40,14 +40,16 @@ func TestDeadlineRoundTrip(t *testing.T) {
 }
 
 func TestReplyPartitionRoundTrip(t *testing.T) {
-	for _, p := range []int32{0, 1, 2, 1<<31 - 1} {
-		got, err := decodeReplyPartition(binary.BigEndian.AppendUint32(nil, uint32(p)))
-		if err != nil || got != p {
-			t.Errorf("partition %d: got %d, %v", p, got, err)
+	for _, d := range []Dialect{DialectAuto, DialectSpring, DialectNestJS} {
+		for _, p := range []int32{0, 1, 2, 1<<24 - 1, 1<<31 - 1} {
+			got, dec, err := decodeReplyPartition(d.appendReplyPartition(nil, p))
+			if err != nil || got != p || dec != (d == DialectNestJS) {
+				t.Errorf("%v partition %d: got %d, decimal %v, %v", d, p, got, dec, err)
+			}
 		}
 	}
-	for _, bad := range [][]byte{nil, {1}, {0, 0, 0, 0, 1}, {0x80, 0, 0, 0}} {
-		if _, err := decodeReplyPartition(bad); !errors.Is(err, ErrMalformedHeader) {
+	for _, bad := range [][]byte{nil, {1}, {0, 0, 0, 0, 1}, {0x80, 0, 0, 0}, []byte("-1"), []byte("2147483648"), []byte("12345678901"), []byte(" 1"), []byte("1.0")} {
+		if _, _, err := decodeReplyPartition(bad); !errors.Is(err, ErrMalformedHeader) {
 			t.Errorf("decodeReplyPartition(%x) = %v, want ErrMalformedHeader", bad, err)
 		}
 	}
@@ -60,6 +62,7 @@ func FuzzParseRequest(f *testing.F) {
 	f.Add([]byte("9a3c0b1e-5d2f-4e1a-0000-000000000001"), []byte("replies"), []byte{0, 0, 0, 3}, []byte("1764102531123"))
 	f.Add([]byte{}, []byte{}, []byte{}, []byte{})
 	f.Add([]byte{0xff}, []byte("t"), []byte{0x80, 0, 0, 0}, []byte("-5"))
+	f.Add([]byte("nest-id"), []byte("t.reply"), []byte("2"), []byte("1764102531123"))
 	h := DefaultHeaderNames()
 	f.Fuzz(func(t *testing.T, id, to, part, deadline []byte) {
 		msg := Message{Headers: []Header{
@@ -78,7 +81,11 @@ func FuzzParseRequest(f *testing.F) {
 		if !bytes.Equal(ri.id, id) || ri.replyTo != string(to) || !ri.hasPartition || ri.partition < 0 {
 			t.Fatalf("parsed %+v from id %q to %q part %x", ri, id, to, part)
 		}
-		if !bytes.Equal(binary.BigEndian.AppendUint32(nil, uint32(ri.partition)), part) {
+		if ri.decimalPartition {
+			if want := strconv.Itoa(int(ri.partition)); string(bytes.TrimLeft(part, "0")) != want && !(want == "0" && len(bytes.TrimLeft(part, "0")) == 0) {
+				t.Fatalf("decimal partition %q parsed as %d", part, ri.partition)
+			}
+		} else if !bytes.Equal(DialectSpring.appendReplyPartition(nil, ri.partition), part) {
 			t.Fatalf("partition %d does not encode back to %x", ri.partition, part)
 		}
 		if got := appendDeadline(nil, ri.deadline); string(bytes.TrimLeft(deadline, "0")) != string(got) && !(string(got) == "0") {
