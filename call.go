@@ -61,8 +61,7 @@ type requestCall struct {
 type callExtra struct {
 	expired error         // why the Call expired while publishing
 	pubErr  error         // a publish error that left the request maybe sent
-	stop    func() bool   // stops the context.AfterFunc watching parent
-	timer   *time.Timer   // the default timeout, when parent has no deadline
+	notSent error         // the transport's verdict: certainly not sent
 	ctxErr  error         // the transport context's error, once it ended
 	ctxDone chan struct{} // the transport context's Done
 	afters  []*afterFunc  // the transport context's AfterFuncs
@@ -103,6 +102,10 @@ func (b *Bridge) start(c *Call, msg *Message, watch bool) {
 	}
 	if msg.Topic == "" {
 		c.end(nil, errNoTopic, outInvalid)
+		return
+	}
+	if g := c.g; g != nil && (g.count < 0 || g.quiet < 0) {
+		c.end(nil, fmt.Errorf("%w: Gather with count %d, quiet %v", ErrInvalidMessage, g.count, g.quiet), outInvalid)
 		return
 	}
 	if b.checker != nil {
@@ -149,14 +152,14 @@ func (b *Bridge) start(c *Call, msg *Message, watch bool) {
 		c.end(nil, ErrClosed, outClosed)
 		return
 	}
-	pctx := c.parent // what the transport watches: it must end by deadline
-	if !hasDeadline {
-		pctx = (*callCtx)(c)
-	}
 	if watch {
 		c.watch()
 	}
 	c.buf = nil // out holds it while the transport needs it
+	// The transport watches the Call itself as its context: it ends when
+	// the Call expires (its context, its deadline, Cancel) or ends (Close),
+	// so that nothing stays queued or retried for a Call that is over.
+	pctx := (*callCtx)(c)
 	if ap := b.async; ap != nil {
 		ap.PublishAsync(pctx, out, c.published)
 		return
@@ -220,17 +223,31 @@ func (c *Call) expire(cause error) {
 			x.expired = cause
 		}
 		c.mu.Unlock()
-		c.cancelCtx(cause) // the transport watches it when parent has no deadline
+		c.cancelCtx(cause) // the transport watches it
 		return
 	}
-	var pubErr error
-	if c.x != nil {
-		pubErr = c.x.pubErr
-	}
+	err, o := c.verdict(cause)
 	c.mu.Unlock()
 	if c.b.reg.remove(c.seq) != nil {
-		c.end(nil, c.b.noReply(c, cause, pubErr), outcomeOf(cause))
+		c.end(nil, err, o)
 	}
+}
+
+// verdict returns the error and outcome of a Call that ends without a
+// reply because of cause (nil: the transport's not-sent verdict alone).
+// c.mu must be held.
+func (c *Call) verdict(cause error) (error, outcome) {
+	var notSent, pubErr error
+	if c.x != nil {
+		notSent, pubErr = c.x.notSent, c.x.pubErr
+	}
+	if notSent != nil {
+		if cause == nil {
+			cause = notSent
+		}
+		return c.b.publishError(c, notSent), outcomeOf(cause)
+	}
+	return c.b.noReply(c, cause, pubErr), outcomeOf(cause)
 }
 
 // published receives the transport's verdict on the request.
@@ -244,24 +261,23 @@ func (c *Call) published(err error) {
 	if c.x != nil {
 		cause = c.x.expired
 	}
-	if err != nil && !errors.Is(err, ErrNotSent) {
+	notSent := err != nil && errors.Is(err, ErrNotSent)
+	switch {
+	case notSent:
+		c.extra().notSent = err // before unlocking: an expire sees it
+	case err != nil:
 		c.extra().pubErr = err
 	}
-	c.mu.Unlock()
-	switch {
-	case err != nil && errors.Is(err, ErrNotSent):
-		if c.b.reg.remove(c.seq) != nil {
-			if cause == nil {
-				cause = err
-			}
-			c.end(nil, c.b.publishError(c, err), outcomeOf(cause))
-		}
-	case cause != nil:
-		if c.b.reg.remove(c.seq) != nil {
-			c.end(nil, c.b.noReply(c, cause, err), outcomeOf(cause))
-		}
+	if !notSent && cause == nil {
+		// Sent, or maybe sent: the Call waits for its reply, or its end.
+		c.mu.Unlock()
+		return
 	}
-	// Sent, or maybe sent: the Call waits for its reply, or its end.
+	e, o := c.verdict(cause)
+	c.mu.Unlock()
+	if c.b.reg.remove(c.seq) != nil {
+		c.end(nil, e, o)
+	}
 }
 
 // end records the Call's outcome, counts it, releases its slot and wakes
@@ -269,14 +285,18 @@ func (c *Call) published(err error) {
 // from the registry, or start before registering it.
 func (c *Call) end(reply *Message, err error, o outcome) {
 	b := c.b
-	if c.g != nil && (o == outCanceled || o == outTimedOut) && c.g.len() > 0 {
+	if c.g != nil && c.g.ended(o) > 0 && (o == outCanceled || o == outTimedOut) {
 		err, o = nil, outReply // a gathering that got replies succeeded
 	}
 	c.mu.Lock()
 	c.ending = true // no new watchers
 	stop, timer := c.stop, c.timer
+	transportWatches := c.x != nil && (c.x.ctxDone != nil || len(c.x.afters) > 0)
 	c.mu.Unlock()
 	c.stopWatching(stop, timer)
+	if transportWatches {
+		c.cancelCtx(context.Canceled) // the Call is over: let the transport go
+	}
 	b.stats.outcomes[o].Add(1)
 	if hi := c.hi; hi != nil {
 		hi.Outcome, hi.Err, hi.Reply, hi.Duration = Outcome(o), err, reply, time.Since(hi.Start)

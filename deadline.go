@@ -43,13 +43,14 @@ func (c *deadlineCtx) Done() <-chan struct{} {
 		return done
 	}
 	c.timer = time.AfterFunc(d, func() { c.end(context.DeadlineExceeded) })
-	c.mu.Unlock()
-	// Registered so that Close can close it; Close may have begun before.
+	// Registered, under c.mu, so that Close can close it and release,
+	// which sees done set, finds it registered.
 	r := c.r
 	r.mu.Lock()
 	r.waiting[c] = struct{}{}
 	r.mu.Unlock()
-	if r.closing.Load() {
+	c.mu.Unlock()
+	if r.closing.Load() { // Close may have begun before the registration
 		c.end(context.Canceled)
 	}
 	return done

@@ -2,7 +2,6 @@ package syncbridge
 
 import (
 	"context"
-	"fmt"
 	"sync"
 	"time"
 )
@@ -57,16 +56,19 @@ func (g *Gathered) Len() int { return len(g.Replies) + len(g.Errors) }
 // gathering is the state of a Call started by Gather.
 type gathering struct {
 	count  int
+	quiet  time.Duration
 	notify chan struct{} // capacity 1: a reply arrived
 
-	mu     sync.Mutex // protects the fields below
-	result Gathered
-	seen   map[string]struct{} // the Responder header of each reply so far
-	over   bool                // Gather took the result: later replies are late
+	mu      sync.Mutex // protects the fields below
+	result  Gathered
+	seen    map[string]struct{} // the Responder header of each reply so far
+	over    bool                // the gathering ended: later replies are late
+	stopped bool                // result.Stop is set
 }
 
 // add records a reply unless its responder answered already or the
-// gathering is over; it reports which, and whether the count is reached.
+// gathering is over; it reports which, and whether the count is reached
+// (which ends the gathering).
 func (g *gathering) add(m *Message, h *HeaderNames) (dup, late, full bool) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
@@ -91,12 +93,41 @@ func (g *gathering) add(m *Message, h *HeaderNames) (dup, late, full bool) {
 	case g.notify <- struct{}{}:
 	default:
 	}
-	return false, false, g.count > 0 && g.result.Len() >= g.count
+	if g.count > 0 && g.result.Len() >= g.count {
+		g.stop(GatherCount)
+		return false, false, true
+	}
+	return false, false, false
 }
 
-func (g *gathering) len() int {
+// stop ends the gathering for reason, unless it ended already, and reports
+// whether it did. g.mu must be held.
+func (g *gathering) stop(reason GatherStop) bool {
+	if g.over {
+		return false
+	}
+	g.over, g.stopped, g.result.Stop = true, true, reason
+	return true
+}
+
+// stopQuiet ends the gathering for a quiet gap, unless it ended already.
+func (g *gathering) stopQuiet() bool {
 	g.mu.Lock()
 	defer g.mu.Unlock()
+	return g.stop(GatherQuiet)
+}
+
+// ended ends the gathering as its Call ends with o, and returns how many
+// replies it got.
+func (g *gathering) ended(o outcome) int {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	switch o {
+	case outCanceled:
+		g.stop(GatherCanceled)
+	default:
+		g.stop(GatherDeadline)
+	}
 	return g.result.Len()
 }
 
@@ -106,7 +137,8 @@ func (g *gathering) len() int {
 // one, or ctx ends (its deadline, or the default timeout when it has none),
 // whichever comes first. It returns what arrived and why it stopped, with a
 // nil error as soon as at least one reply arrived: partial results on
-// timeout are a result.
+// timeout are a result (but for ErrClosed, which is returned with what
+// arrived when the Bridge closes).
 //
 // Replies are counted once per responder: a Responder marks its replies
 // with its group (the Responder header), and a second reply from one group
@@ -120,21 +152,18 @@ func (g *gathering) len() int {
 // error (the Gathered is then empty, not nil). A Gather waiting for
 // replies costs no goroutine; it counts in Stats as one request.
 func (b *Bridge) Gather(ctx context.Context, msg Message, opts GatherOptions) (*Gathered, error) {
-	if opts.Count < 0 || opts.Quiet < 0 {
-		return nil, fmt.Errorf("%w: Gather with count %d, quiet %v", ErrInvalidMessage, opts.Count, opts.Quiet)
-	}
-	g := &gathering{count: opts.Count, notify: make(chan struct{}, 1)}
+	g := &gathering{count: opts.Count, quiet: opts.Quiet, notify: make(chan struct{}, 1)}
 	c := &Call{b: b, topic: msg.Topic, parent: ctx, g: g}
 	c.ch = b.chans.Get().(chan struct{})
 	b.start(c, &msg, false)
 	var expiry, quiet <-chan time.Time
 	var deadline, gap *time.Timer
-	if _, ok := ctx.Deadline(); !ok && c.deadline.After(time.Time{}) {
+	if _, ok := ctx.Deadline(); !ok && !c.deadline.IsZero() {
 		deadline = b.timers.Get().(*time.Timer)
 		deadline.Reset(time.Until(c.deadline))
 		expiry = deadline.C
 	}
-	stop := GatherCount
+	done := ctx.Done()
 wait:
 	for {
 		select {
@@ -149,18 +178,15 @@ wait:
 				quiet = gap.C
 			}
 		case <-quiet:
-			stop = GatherQuiet
-			if b.reg.remove(c.seq) != nil {
+			quiet = nil
+			if g.stopQuiet() && b.reg.remove(c.seq) != nil {
 				c.end(nil, nil, outReply)
 			}
-		case <-ctx.Done():
-			stop = GatherCanceled
-			if ctx.Err() == context.DeadlineExceeded {
-				stop = GatherDeadline
-			}
+		case <-done:
+			done = nil // once: the Call ends when the transport's verdict comes
 			c.expire(ctx.Err())
 		case <-expiry:
-			stop = GatherDeadline
+			expiry = nil
 			c.expire(context.DeadlineExceeded)
 		}
 	}
@@ -173,11 +199,6 @@ wait:
 	b.chans.Put(c.ch)
 	g.mu.Lock()
 	res := g.result
-	g.over = true
 	g.mu.Unlock()
-	res.Stop = stop
-	if c.err != nil {
-		return &res, c.err
-	}
-	return &res, nil
+	return &res, c.err
 }

@@ -161,7 +161,8 @@ func (sharedOpt) bridgeOption()    {}
 func (sharedOpt) responderOption() {}
 
 // applyOptions applies opts to cfg, refusing those that do not apply to
-// what is being built (for is "New" or "NewResponder").
+// what is being built (a Bridge when forBridge, else a Responder), and
+// checks the result, hooks included.
 func applyOptions(cfg *config, opts []Option, forBridge bool) error {
 	for _, o := range opts {
 		if o == nil {
@@ -191,12 +192,8 @@ func applyOptions(cfg *config, opts []Option, forBridge bool) error {
 	case cfg.maxTimeout < cfg.defaultTimeout:
 		return fmt.Errorf("syncbridge: WithMaxTimeout: %v is below the default timeout %v", cfg.maxTimeout, cfg.defaultTimeout)
 	}
-	h, err := newHooks(cfg.hooks)
-	if err != nil {
-		return err
-	}
-	_ = h
-	return nil
+	_, err := newHooks(cfg.hooks)
+	return err
 }
 
 // WithHeaderNames sets the header names. Every name must be non-empty and

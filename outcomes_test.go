@@ -302,3 +302,94 @@ func TestRequestAllocs(t *testing.T) {
 		t.Errorf("a Request costs %.2f / %.2f allocations, want at most 4", d, n)
 	}
 }
+
+// heldUntilCtx is an AsyncPublisher that keeps "req" publishes queued until
+// their context ends, then drops them: certainly not sent. entered says
+// when it holds one.
+type heldUntilCtx struct {
+	*memory.Transport
+	entered chan struct{}
+}
+
+func (h heldUntilCtx) PublishAsync(ctx context.Context, m syncbridge.Message, done func(error)) {
+	if m.Topic != "req" {
+		done(h.Transport.Publish(ctx, m))
+		return
+	}
+	context.AfterFunc(ctx, func() { done(fmt.Errorf("dropped from the queue: %w (%w)", ctx.Err(), syncbridge.ErrNotSent)) })
+	h.entered <- struct{}{}
+}
+
+// TestEndReachesTransport: whatever ends a Call while the transport holds
+// its request — Cancel (with a far deadline), Close — ends the context the
+// transport watches, so the request is dropped at once and the Call ends
+// at once, with context.Canceled for Cancel.
+func TestEndReachesTransport(t *testing.T) {
+	tr := &memory.Transport{}
+	defer tr.Close()
+	h := heldUntilCtx{tr, make(chan struct{}, 10)}
+	b, err := syncbridge.New(context.Background(), h)
+	if err != nil {
+		t.Fatal(err)
+	}
+	call := b.Go(ctxTimeout(t, time.Hour), syncbridge.Message{Topic: "req"})
+	<-h.entered
+	call.Cancel()
+	if _, err := call.Wait(ctxTimeout(t, 10*time.Second)); !errors.Is(err, syncbridge.ErrPublish) || !errors.Is(err, context.Canceled) {
+		t.Errorf("Cancel with a far deadline: %v, want ErrPublish and context.Canceled at once", err)
+	}
+	done := make(chan error, 1)
+	go func() {
+		_, err := b.Request(ctxTimeout(t, time.Hour), syncbridge.Message{Topic: "req"})
+		done <- err
+	}()
+	<-h.entered
+	b.Close()
+	select {
+	case err := <-done:
+		if !errors.Is(err, syncbridge.ErrClosed) {
+			t.Errorf("Request during Close: %v, want ErrClosed", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("Request still waiting 10 s after Close: the transport's context never ended")
+	}
+}
+
+// notSentOnCancel drops "req" publishes when their context ends, from the
+// transport's own AfterFunc: its verdict races with the caller's expiry.
+type notSentOnCancel struct{ *memory.Transport }
+
+func (n notSentOnCancel) PublishAsync(ctx context.Context, m syncbridge.Message, done func(error)) {
+	if m.Topic != "req" {
+		done(n.Transport.Publish(ctx, m))
+		return
+	}
+	context.AfterFunc(ctx, func() { done(fmt.Errorf("dropped: %w (%w)", ctx.Err(), syncbridge.ErrNotSent)) })
+}
+
+// TestNotSentVerdictRace: a request the transport reports as not sent is
+// ErrPublish from Request as from Go, whichever of the verdict and the
+// caller's own expiry comes first.
+func TestNotSentVerdictRace(t *testing.T) {
+	tr := &memory.Transport{}
+	defer tr.Close()
+	b, err := syncbridge.New(context.Background(), notSentOnCancel{tr})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	for i := range 2000 {
+		ctx, cancel := context.WithCancel(context.Background())
+		time.AfterFunc(time.Duration(i%5)*100*time.Microsecond, cancel)
+		var err error
+		if i%2 == 0 {
+			_, err = b.Request(ctx, syncbridge.Message{Topic: "req"})
+		} else {
+			_, err = b.Go(ctx, syncbridge.Message{Topic: "req"}).Wait(context.Background())
+		}
+		cancel()
+		if !errors.Is(err, syncbridge.ErrPublish) || !errors.Is(err, context.Canceled) {
+			t.Fatalf("request %d: %v, want ErrPublish and context.Canceled", i, err)
+		}
+	}
+}

@@ -48,6 +48,7 @@ type Responder struct {
 	// so that Close can close them.
 	waiting   map[*deadlineCtx]struct{}
 	closeOnce sync.Once
+	closeErr  error         // the subscription's Close error
 	closed    chan struct{} // closed once the subscription is closed
 }
 
@@ -163,9 +164,9 @@ func (r *Responder) serve(_ context.Context, msg Message) {
 		out.Headers = appendNestHeaders(out.Headers, re)
 	}
 	var pctx context.Context = ctx
-	switch ctx.Err() {
-	case nil:
-	case context.Canceled: // by Close: the caller still waits, answer it
+	switch {
+	case ctx.Err() == nil:
+	case time.Now().Before(deadline): // cancelled by Close: the caller still waits, answer it
 		var cancel context.CancelFunc
 		pctx, cancel = context.WithDeadline(context.Background(), deadline)
 		defer cancel()
@@ -236,7 +237,7 @@ func (r *Responder) Shutdown(ctx context.Context) error {
 	go r.closeSub()
 	select {
 	case <-r.closed:
-		return nil
+		return r.closeErr
 	case <-ctx.Done():
 		r.Close()
 		return ctx.Err()
@@ -261,15 +262,16 @@ func (r *Responder) Close() error {
 	for _, c := range ws {
 		c.end(context.Canceled)
 	}
-	r.closeSub()
-	return nil
+	return r.closeSub()
 }
 
-// closeSub closes the subscription once and marks the Responder closed.
-func (r *Responder) closeSub() {
+// closeSub closes the subscription once, marks the Responder closed and
+// returns the subscription's Close error.
+func (r *Responder) closeSub() error {
 	r.closeOnce.Do(func() {
-		r.sub.Close()
+		r.closeErr = r.sub.Close()
 		close(r.closed)
 	})
 	<-r.closed
+	return r.closeErr
 }

@@ -124,7 +124,8 @@ type ResponderStats struct {
 	ReplyFailed uint64
 	// ReplyExpired counts replies not sent because the deadline passed
 	// while the handler ran (the caller's, or the default timeout for a
-	// request without one), or because Close cancelled the handler.
+	// request without one). A handler that Close cancelled still has its
+	// reply sent, within that deadline.
 	ReplyExpired uint64
 	// Skipped counts requests not handed to the handler, by SkipReason.
 	Skipped SkippedRequests

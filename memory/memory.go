@@ -7,7 +7,9 @@
 // round-robin. Broadcast subscriptions receive every message published after
 // they subscribed, in publish order. A consumer group delivers each message
 // to one of its subscriptions: each partition is served by one member at a
-// time, in order, so messages with the same key are handled in order.
+// time, in order, so messages with the same key are handled in order;
+// but a Concurrent member runs each call in a goroutine of its own (up to
+// 64 at once), so that its calls overlap, even for one key.
 //
 // Queues are bounded: Publish blocks while a subscription's queue is full,
 // until ctx ends. A group without members keeps its messages queued until
@@ -49,7 +51,7 @@ const (
 type Transport struct {
 	// Partitions is the number of partitions of every topic. Zero means
 	// DefaultPartitions. It also bounds how many messages a consumer group
-	// handles at once.
+	// handles at once, but for Concurrent members.
 	Partitions int
 	// QueueSize is the capacity of each subscription's and each group
 	// partition's queue. Zero means DefaultQueueSize.
