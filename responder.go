@@ -145,12 +145,10 @@ func (r *Responder) serve(_ context.Context, msg Message) {
 		}
 	}
 	out.Headers = append(out.Headers, Header{Key: h.CorrelationID, Value: ri.id}, Header{Key: h.Responder, Value: r.groupName})
-	var re *RemoteError
+	var re *RemoteError // the error reply's, nil for a normal reply
 	if err != nil {
 		r.stats.failed.Add(1)
-		if !errors.As(err, &re) {
-			re = &RemoteError{Code: CodeInternal, Description: err.Error()}
-		}
+		re = asRemoteError(err)
 		code := re.Code
 		if code == "" {
 			code = CodeInternal
@@ -199,6 +197,17 @@ func (r *Responder) handleEnd(hi *HandleInfo) {
 	for _, h := range r.hooks.handleEnd {
 		h.OnHandleEnd(hi)
 	}
+}
+
+// asRemoteError returns the *RemoteError in err's chain, or one with
+// CodeInternal and err's text. Its own function, so that the variable
+// errors.As needs escapes only when there is an error.
+func asRemoteError(err error) *RemoteError {
+	var re *RemoteError
+	if !errors.As(err, &re) {
+		re = &RemoteError{Code: CodeInternal, Description: err.Error()}
+	}
+	return re
 }
 
 // call runs the handler, turning a panic into an error.
