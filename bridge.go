@@ -34,9 +34,10 @@ type Bridge struct {
 	idleOnce  sync.Once
 	idle      chan struct{} // closed when stopping and nothing is in flight
 	stats     counters
-	// chans and timers recycle what Request waits on. They belong to the
-	// Bridge, not the package, so that a Bridge's channels and timers stay
-	// in the testing/synctest bubble that made it.
+	// calls, chans and timers recycle what Request and Gather wait on.
+	// They belong to the Bridge, not the package, so that a Bridge's
+	// channels and timers stay in the testing/synctest bubble that made it.
+	calls  sync.Pool // *Call with its ch, for Request
 	chans  sync.Pool
 	timers sync.Pool
 }
@@ -80,6 +81,7 @@ func New(ctx context.Context, t Transport, opts ...Option) (*Bridge, error) {
 		b.checker, _ = t.(ResponderChecker)
 	}
 	b.chans.New = func() any { return make(chan struct{}, 1) }
+	b.calls.New = func() any { return &Call{ch: make(chan struct{}, 1)} }
 	b.timers.New = func() any {
 		t := time.NewTimer(time.Hour)
 		t.Stop()
@@ -185,10 +187,9 @@ type outgoingBuf struct {
 //   - ErrClosed: the Bridge closed while the request waited (it may have
 //     run).
 func (b *Bridge) Request(ctx context.Context, msg Message) (*Message, error) {
-	rc := &requestCall{Call: Call{b: b, topic: msg.Topic, parent: ctx}}
-	c := &rc.Call
-	c.buf = &rc.mem
-	c.ch = b.chans.Get().(chan struct{})
+	c := b.calls.Get().(*Call)
+	c.b, c.topic, c.parent = b, msg.Topic, ctx
+	c.buf = new(outgoingBuf)
 	b.start(c, &msg, false)
 	// Wait as Go's watchers would: ctx, or the default timeout.
 	select {
@@ -215,8 +216,22 @@ func (b *Bridge) Request(ctx context.Context, msg Message) (*Message, error) {
 			b.timers.Put(timer)
 		}
 	}
-	b.chans.Put(c.ch) // end sent its one wake-up: the channel is empty again
-	return c.reply, c.err
+	reply, err := c.reply, c.err
+	b.recycle(c)
+	return reply, err
+}
+
+// recycle puts the Call of a Request back in the pool when nothing can
+// touch it any more: the transport is synchronous (its verdict came before
+// Request waited) and neither watchers nor the transport's context
+// functions were set up (one of them could still be running).
+func (b *Bridge) recycle(c *Call) {
+	if b.async != nil || c.watching || c.x != nil || c.hi != nil {
+		return
+	}
+	ch := c.ch // empty again: end sent its one wake-up, and Request took it
+	*c = Call{ch: ch}
+	b.calls.Put(c)
 }
 
 // errNoTopic is the error of a request without a topic.

@@ -48,13 +48,6 @@ type Call struct {
 	buf *outgoingBuf
 }
 
-// requestCall is the Call of Request with its headers' memory: one
-// allocation, since Request's Call does not outlive the request.
-type requestCall struct {
-	Call
-	mem outgoingBuf
-}
-
 // callExtra holds the state of a Call that only some Calls need: those
 // whose transport watches the context the Call gave it, or whose publish
 // failed or expired.
@@ -407,13 +400,9 @@ func (x *callCtx) Err() error {
 	if err != nil {
 		return err
 	}
-	if err := c.parent.Err(); err != nil {
-		return err
-	}
-	if !time.Now().Before(c.deadline) {
-		return context.DeadlineExceeded
-	}
-	return nil
+	// The deadline shows once the Call's watchers (or Request, which
+	// waits on a timer) expire it: no clock read here, on every Publish.
+	return c.parent.Err()
 }
 
 func (x *callCtx) Done() <-chan struct{} {
