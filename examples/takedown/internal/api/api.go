@@ -45,6 +45,7 @@ const (
 	DefaultSyncTimeout  = 3 * time.Second
 	DefaultCallTimeout  = 2 * time.Minute
 	DefaultMaxWait      = 30 * time.Second
+	DefaultQueryTimeout = 5 * time.Second
 	DefaultMaxTakedowns = 500
 	DefaultMaxReads     = 500
 	DefaultMaxReports   = 1000
@@ -76,10 +77,14 @@ type Config struct {
 	// Instance names this replica in the audit trail. Default: host name,
 	// process ID and a random suffix.
 	Instance string
-	// SyncTimeout is how long a request waits for the items service before
-	// the API answers 202 Accepted (takedowns) or 504 (queries). Default
+	// SyncTimeout is how long a takedown waits for the items service's
+	// confirmation before the API answers 202 Accepted. Default
 	// DefaultSyncTimeout.
 	SyncTimeout time.Duration
+	// QueryTimeout bounds each read, and each fence (the cancelling of a
+	// takedown), sent to the items service; a read that takes longer gets
+	// 504. Default DefaultQueryTimeout.
+	QueryTimeout time.Duration
 	// CallTimeout is how long a takedown command stays valid: the items
 	// service records it as expired, not applied, when it takes it up
 	// later. It must not be shorter than SyncTimeout. Default
@@ -148,6 +153,7 @@ func New(cfg Config) (*Server, error) {
 		}
 	}
 	def(&cfg.SyncTimeout, DefaultSyncTimeout)
+	def(&cfg.QueryTimeout, DefaultQueryTimeout)
 	def(&cfg.CallTimeout, DefaultCallTimeout)
 	def(&cfg.MaxWait, DefaultMaxWait)
 	def(&cfg.PollInterval, DefaultPollInterval)
@@ -163,7 +169,7 @@ func New(cfg Config) (*Server, error) {
 		cfg.MaxBody = DefaultMaxBody
 	}
 	switch {
-	case cfg.SyncTimeout < 0 || cfg.CallTimeout < 0 || cfg.MaxWait < 0 || cfg.PollInterval < 0:
+	case cfg.SyncTimeout < 0 || cfg.QueryTimeout < 0 || cfg.CallTimeout < 0 || cfg.MaxWait < 0 || cfg.PollInterval < 0:
 		return nil, errors.New("api: durations must not be negative")
 	case cfg.CallTimeout < cfg.SyncTimeout:
 		return nil, fmt.Errorf("api: call timeout %v is shorter than sync timeout %v", cfg.CallTimeout, cfg.SyncTimeout)
@@ -475,10 +481,10 @@ func (s *Server) finish(w http.ResponseWriter, r *http.Request, row *auditRow, c
 
 // fence sends a fence (contract.ActionCancel or ActionExpire) for a
 // takedown, keyed by its ID, and returns the outcome the items service
-// recorded. It waits at most SyncTimeout, less when the Server must
+// recorded. It waits at most QueryTimeout, less when the Server must
 // hurry.
 func (s *Server) fence(ctx context.Context, action, takedownID, itemID string, expires time.Time) (contract.TakedownResult, error) {
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.cfg.SyncTimeout)
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.cfg.QueryTimeout)
 	defer cancel()
 	stop := context.AfterFunc(s.closing, cancel)
 	defer stop()
@@ -715,7 +721,7 @@ func (s *Server) postReport(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusInternalServerError, "internal", err.Error(), 0)
 		return
 	}
-	ctx, cancel := context.WithTimeout(r.Context(), s.cfg.SyncTimeout)
+	ctx, cancel := context.WithTimeout(r.Context(), s.cfg.QueryTimeout)
 	defer cancel()
 	if err := s.cfg.Transport.Publish(ctx, msg); err != nil {
 		if errors.Is(err, syncbridge.ErrNotSent) {
@@ -777,10 +783,10 @@ func (s *Server) health(w http.ResponseWriter, _ *http.Request) {
 	})
 }
 
-// query asks the items service, bounded by SyncTimeout, and decodes the
+// query asks the items service, bounded by QueryTimeout, and decodes the
 // reply into v.
 func (s *Server) query(ctx context.Context, kind, id string, v any) error {
-	ctx, cancel := context.WithTimeout(ctx, s.cfg.SyncTimeout)
+	ctx, cancel := context.WithTimeout(ctx, s.cfg.QueryTimeout)
 	defer cancel()
 	msg, err := contract.Encode(s.cfg.Topics.Queries, id, contract.Query{Kind: kind, ID: id})
 	if err != nil {

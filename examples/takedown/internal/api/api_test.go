@@ -452,7 +452,7 @@ func TestShutdown(t *testing.T) {
 	go func() { inflight <- e.do(http.MethodPost, "/v1/takedowns", token, takedownBody("itm-1002")) }()
 	await(t, h.entered, 10*time.Second, "the takedown to reach the items service")
 
-	ctx, cancel := context.WithTimeout(t.Context(), 500*time.Millisecond)
+	ctx, cancel := context.WithTimeout(t.Context(), 3*time.Second)
 	defer cancel()
 	e.server.BeginShutdown(ctx)
 	r := e.do(http.MethodPost, "/v1/takedowns", token, takedownBody("itm-1001"))

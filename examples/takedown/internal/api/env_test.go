@@ -242,7 +242,7 @@ func newReplica(t *testing.T, b backend, tr syncbridge.Transport, d *db.DB, topi
 	srv, err := api.New(api.Config{
 		Bridge: br, Transport: tr, DB: d, Topics: topics, Tokens: tokens,
 		Audit:       slog.New(slog.NewJSONHandler(audit, nil)),
-		SyncTimeout: s.syncTimeout, CallTimeout: s.callTimeout, MaxBody: s.maxBody,
+		SyncTimeout: s.syncTimeout, QueryTimeout: b.timeout, CallTimeout: s.callTimeout, MaxBody: s.maxBody,
 		MaxTakedowns: s.maxTakedowns, MaxReads: s.maxReads, PollInterval: 5 * time.Millisecond,
 	})
 	if err != nil {
