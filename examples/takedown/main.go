@@ -252,7 +252,7 @@ func serveAPI(ctx context.Context, c config, t syncbridge.Transport, d *db.DB, t
 
 	var b *syncbridge.Bridge
 	err = retryUnknownTopic(ctx, logger, func() (err error) {
-		b, err = syncbridge.New(context.Background(), t,
+		b, err = syncbridge.New(ctx, t,
 			syncbridge.WithReplyTopic(c.replyTopic),
 			syncbridge.WithMaxInFlight(api.BridgeInFlight(c.maxTakedowns, c.maxReads)))
 		return err

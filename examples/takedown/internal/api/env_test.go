@@ -224,7 +224,7 @@ func (e *env) replica() (*api.Server, string) {
 // closed in the reverse order when the test ends.
 func newReplica(t *testing.T, b backend, tr syncbridge.Transport, d *db.DB, topics contract.Topics, s setup, audit io.Writer) (*syncbridge.Bridge, *api.Server, string, *http.Client) {
 	t.Helper()
-	br, err := syncbridge.New(tr, syncbridge.WithReplyTopic(topics.Replies))
+	br, err := syncbridge.New(t.Context(), tr, syncbridge.WithReplyTopic(topics.Replies))
 	if err != nil {
 		t.Fatal(err)
 	}

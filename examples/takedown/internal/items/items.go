@@ -37,6 +37,9 @@ import (
 const (
 	DefaultGroup          = "items-service"
 	DefaultOutboxInterval = time.Second
+	// ShutdownTimeout bounds how long Close lets the requests in progress
+	// finish.
+	ShutdownTimeout = 10 * time.Second
 )
 
 // Options configure a Service. DB is required; the zero values of the
@@ -135,12 +138,12 @@ func (s *Service) start(ctx context.Context) error {
 		return fmt.Errorf("items: subscribe to %s: %w", s.opts.Topics.Reports, err)
 	}
 	s.subs = append(s.subs, sub)
-	r, err := syncbridge.NewResponder(context.Background(), s.t, s.opts.Topics.Queries, s.query, syncbridge.WithGroup(s.opts.Group+".queries"))
+	r, err := syncbridge.NewResponder(ctx, s.t, s.opts.Topics.Queries, s.query, syncbridge.WithGroup(s.opts.Group+".queries"))
 	if err != nil {
 		return fmt.Errorf("items: %w", err)
 	}
 	s.subs = append(s.subs, r)
-	r, err = syncbridge.NewResponder(context.Background(), s.t, s.opts.Topics.Takedowns, s.takedown, syncbridge.WithGroup(s.opts.Group+".takedowns"))
+	r, err = syncbridge.NewResponder(ctx, s.t, s.opts.Topics.Takedowns, s.takedown, syncbridge.WithGroup(s.opts.Group+".takedowns"))
 	if err != nil {
 		return fmt.Errorf("items: %w", err)
 	}
@@ -149,15 +152,24 @@ func (s *Service) start(ctx context.Context) error {
 }
 
 // Close stops the service: delays and takedowns waiting in Delay end at
-// once with contract.CodeUnavailable, the subscriptions close, each once
-// its handlers have returned, and the outbox relay publishes what is left
-// (for up to 5 s; what it cannot publish stays in the outbox for the next
-// instance). Close is idempotent and returns the same error every time.
+// once with contract.CodeUnavailable; the Responders shut down gracefully
+// (the commands and queries in progress are recorded and answered, and
+// what they have not taken stays in Kafka for the other instances), for
+// up to ShutdownTimeout; the reports subscription closes once its handler
+// returned; and the outbox relay publishes what is left (for up to 5 s;
+// what it cannot publish stays in the outbox for the next instance). Close
+// is idempotent and returns the same error every time.
 func (s *Service) Close() error {
 	s.close.Do(func() {
 		close(s.stop)
+		ctx, cancel := context.WithTimeout(context.Background(), ShutdownTimeout)
+		defer cancel()
 		var errs []error
 		for _, sub := range slices.Backward(s.subs) {
+			if r, ok := sub.(*syncbridge.Responder); ok {
+				errs = append(errs, r.Shutdown(ctx))
+				continue
+			}
 			errs = append(errs, sub.Close())
 		}
 		s.relayStart.Do(func() { close(s.relayDone) }) // never started

@@ -57,7 +57,7 @@ func newTransport(t *testing.T) *memory.Transport {
 }
 
 func newBridge(t *testing.T, tr syncbridge.Transport) *syncbridge.Bridge {
-	b, err := syncbridge.New(tr)
+	b, err := syncbridge.New(t.Context(), tr)
 	if err != nil {
 		t.Fatal(err)
 	}
