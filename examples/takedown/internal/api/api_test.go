@@ -198,6 +198,18 @@ func testAccepted(t *testing.T, b backend, s setup) {
 		t.Errorf("audit row %+v, want accepted 202", a)
 	}
 	await(t, h.entered, b.timeout, "the takedown to reach the items service")
+	// Answered, the takedown holds nothing in the replica: no admission,
+	// no Call over the Bridge (its outcome will be in the database).
+	deadline := time.Now().Add(b.timeout)
+	for {
+		hz := e.do(http.MethodGet, "/healthz", "", "")
+		if hz.body["takedowns_in_flight"] == float64(0) && hz.body["bridge_in_flight"] == float64(0) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the answered takedown is still held: %s", hz.raw)
+		}
+	}
 
 	// Still pending: polling says so, on both replicas, and a short
 	// long-poll too.
@@ -399,6 +411,24 @@ func TestPublishFails(t *testing.T) {
 		t.Errorf("the takedown answered 503 was applied: %s", r.raw)
 	}
 	e.do(http.MethodPost, "/v1/takedowns", token, takedownBody("itm-1001")).want(t, http.StatusOK, map[string]string{"status": "removed"})
+}
+
+// TestAuditDown: a takedown that cannot be audited is not sent: 503, and
+// the item stays up.
+func TestAuditDown(t *testing.T) {
+	e := newEnv(t, backends()[0], setup{})
+	_, url, d := e.replicaDB()
+	if err := d.Close(); err != nil {
+		t.Fatal(err)
+	}
+	do(t, e.client, http.MethodPost, url+"/v1/takedowns", token, takedownBody("itm-1004")).
+		want(t, http.StatusServiceUnavailable, map[string]string{"error": "unavailable", "status": "failed"})
+	if r := e.do(http.MethodGet, "/v1/items/itm-1004", "", ""); r.status != http.StatusOK || r.body["taken_down"] != false {
+		t.Errorf("the takedown that could not be audited was applied: %s", r.raw)
+	}
+	if rows := auditRows(t, e); len(rows) != 0 {
+		t.Errorf("audit rows %+v", rows)
+	}
 }
 
 // TestItemsUnavailable: when the items service fails a takedown

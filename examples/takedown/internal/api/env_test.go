@@ -215,9 +215,15 @@ func newEnv(t *testing.T, b backend, s setup) *env {
 // replica is another API replica of an env, on its own Bridge and
 // database pool, sharing the env's transport and database.
 func (e *env) replica() (*api.Server, string) {
+	srv, url, _ := e.replicaDB()
+	return srv, url
+}
+
+// replicaDB is replica, which also returns the replica's database pool.
+func (e *env) replicaDB() (*api.Server, string, *db.DB) {
 	d := dbtest.Open(e.t, e.setup.dsn)
 	_, srv, url, _ := newReplica(e.t, e.b, e.tr, d, e.topics, e.setup, e.audit)
-	return srv, url
+	return srv, url, d
 }
 
 // newReplica starts an API replica on tr: Bridge, Server and HTTP server,
