@@ -229,6 +229,44 @@ func testRestart(t *testing.T, d deployment) {
 	}
 }
 
+// TestStopWithTakedownInFlight: an API process stopped (SIGTERM) while a
+// takedown waits for a slow items service answers it 202 before its
+// -shutdown-timeout and exits 0; another API replica then serves the
+// takedown's outcome: removed.
+func TestStopWithTakedownInFlight(t *testing.T) {
+	t.Run("kfake+sqlite", func(t *testing.T) { testStopInFlight(t, kfakeSQLite(t)) })
+	t.Run("kafka+postgres", func(t *testing.T) { testStopInFlight(t, kafkaPostgres(t)) })
+}
+
+func testStopInFlight(t *testing.T, d deployment) {
+	tok := d.env["TAKEDOWN_TOKENS"]
+	d.items(t, "items", "-items-delay", "3s")
+	a, baseA := d.api(t, "api-a", "-sync-timeout", "1m", "-shutdown-timeout", "2s", "-audit", "")
+	_, baseB := d.api(t, "api-b")
+	type result struct {
+		status int
+		body   map[string]any
+		err    error
+	}
+	answered := make(chan result, 1)
+	go func() {
+		status, body, err := postOnce(&http.Client{Timeout: time.Minute}, baseA+"/v1/takedowns", tok, `{"item_id":"itm-1004","reason":"r","case_ref":"PJ-9"}`)
+		answered <- result{status, body, err}
+	}()
+	a.stderr.waitFor(t, `"msg":"takedown received"`)
+	start := time.Now()
+	a.stop(t) // exit status 0, or stop fails the test
+	r := <-answered
+	if r.err != nil || r.status != http.StatusAccepted || r.body["status"] != "pending" {
+		t.Fatalf("the takedown in flight at the stop: %d %v %v; want 202 pending", r.status, r.body, r.err)
+	}
+	t.Logf("stopped in %v", time.Since(start))
+	status, body := pollFinal(t, baseB, r.body["takedown_id"].(string), tok)
+	if status != http.StatusOK || body["status"] != "removed" {
+		t.Errorf("polled on the other replica: %d %v; want removed", status, body)
+	}
+}
+
 // countRows runs a count query on the deployment's database.
 func countRows(t *testing.T, dsn, query string) int {
 	t.Helper()

@@ -132,6 +132,7 @@ type Server struct {
 	closing   context.Context // cancelled by Close: ends every Call
 	stop      context.CancelFunc
 
+	active    atomic.Int64  // requests being handled
 	draining  atomic.Bool   // BeginShutdown was called: refuse new takedowns
 	hurry     chan struct{} // closed when requests in progress must answer now
 	hurryOnce sync.Once
@@ -225,6 +226,8 @@ func (l limiter) release() { <-l }
 // API's JSON error, 404 or 405 (with Allow); a handler that panics, a
 // JSON 500.
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	s.active.Add(1)
+	defer s.active.Add(-1)
 	defer func() {
 		if p := recover(); p != nil {
 			if p == http.ErrAbortHandler {
@@ -292,6 +295,12 @@ func (s *Server) BeginShutdown(ctx context.Context) {
 	stop := context.AfterFunc(ctx, hurry)
 	context.AfterFunc(s.closing, func() { stop() })
 }
+
+// Active returns the number of requests being handled. After
+// BeginShutdown, once it is 0 every request taken has been answered, and
+// the connections left are idle: an http.Server whose Shutdown ran out of
+// time then may be closed without losing an answer.
+func (s *Server) Active() int { return int(s.active.Load()) }
 
 // Close ends what is still running: the publishing of takedown commands
 // still under way (they were answered 202, and are pollable). Call it
