@@ -19,6 +19,7 @@ import (
 	"github.com/syncbridge/syncbridge"
 	"github.com/syncbridge/syncbridge/examples/takedown/internal/api"
 	"github.com/syncbridge/syncbridge/examples/takedown/internal/contract"
+	"github.com/syncbridge/syncbridge/examples/takedown/internal/db"
 	"github.com/syncbridge/syncbridge/examples/takedown/internal/items"
 	"github.com/syncbridge/syncbridge/kafka"
 	"github.com/syncbridge/syncbridge/memory"
@@ -49,8 +50,10 @@ type config struct {
 	syncTimeout     time.Duration
 	callTimeout     time.Duration
 	itemsDelay      time.Duration
-	maxInFlight     int
-	maxPending      int
+	maxTakedowns    int
+	maxReads        int
+	dbName          string
+	seed            int
 	auditPath       string
 	shutdownTimeout time.Duration
 	logLevel        slog.Level
@@ -81,9 +84,11 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	fs.DurationVar(&c.syncTimeout, "sync-timeout", api.DefaultSyncTimeout, "how long a takedown waits for confirmation before the API answers 202 Accepted")
 	fs.DurationVar(&c.callTimeout, "call-timeout", api.DefaultCallTimeout, "how long a takedown accepted with 202 stays alive, waiting for its confirmation")
 	fs.DurationVar(&c.itemsDelay, "items-delay", 0, "make the items service take this long per takedown (try 5s to see the 202 path)")
-	fs.IntVar(&c.maxInFlight, "max-in-flight", 1000, "requests in flight over the Bridge before the API answers 503 (0: no limit)")
-	fs.IntVar(&c.maxPending, "max-pending", api.DefaultMaxPending, "takedowns kept for polling, pending or finished")
-	fs.StringVar(&c.auditPath, "audit", "", "append the JSON audit log to this `file` (default: stderr)")
+	fs.IntVar(&c.maxTakedowns, "max-takedowns", api.DefaultMaxTakedowns, "takedowns in progress before the API answers 503, sending nothing")
+	fs.IntVar(&c.maxReads, "max-reads", api.DefaultMaxReads, "reads and reports in progress before the API answers them 503")
+	fs.StringVar(&c.dbName, "db", "takedown.db", "the database: an SQLite file `path`, or a postgres:// URL")
+	fs.IntVar(&c.seed, "seed", 5, "items service: make sure the first `N` items of the sample catalogue exist (itm-1001, itm-1002, ...)")
+	fs.StringVar(&c.auditPath, "audit", "", "append a JSON copy of the audit trail to this `file` (default: stderr; the database has it all the same)")
 	fs.DurationVar(&c.shutdownTimeout, "shutdown-timeout", 10*time.Second, "how long a stop waits for requests in flight")
 	fs.TextVar(&c.logLevel, "log-level", slog.LevelInfo, "`level` of the service log on stderr: debug, info, warn or error")
 	if err := fs.Parse(args); err != nil {
@@ -104,8 +109,12 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 		return c, fmt.Errorf("-role %s needs -brokers: on the memory transport the API and the items service share one process (-role all)", c.role)
 	case c.syncTimeout <= 0 || c.callTimeout < c.syncTimeout:
 		return c, errors.New("-sync-timeout must be positive and -call-timeout at least as long")
-	case c.maxInFlight < 0 || c.maxPending <= 0 || c.itemsDelay < 0 || c.shutdownTimeout <= 0:
-		return c, errors.New("-max-in-flight, -items-delay must not be negative; -max-pending, -shutdown-timeout must be positive")
+	case c.maxTakedowns <= 0 || c.maxReads <= 0 || c.itemsDelay < 0 || c.shutdownTimeout <= 0:
+		return c, errors.New("-items-delay must not be negative; -max-takedowns, -max-reads, -shutdown-timeout must be positive")
+	case c.seed < 0 || c.seed > items.MaxSeed:
+		return c, fmt.Errorf("-seed %d: want 0 to %d", c.seed, items.MaxSeed)
+	case c.dbName == "":
+		return c, errors.New("-db must name a database")
 	}
 	if c.replyTopic == "" {
 		c.replyTopic = contract.DefaultTopics(c.topicPrefix).Replies
@@ -160,31 +169,43 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 // serve starts what c.role says, waits for ctx, and stops it all.
 func serve(ctx context.Context, c config, getenv func(string) string, stdout, stderr io.Writer, logger *slog.Logger) (err error) {
 	topics := contract.DefaultTopics(c.topicPrefix)
+	octx, cancel := context.WithTimeout(ctx, time.Minute)
+	defer cancel()
+	d, err := db.Open(octx, c.dbName)
+	if err != nil {
+		return err
+	}
+	defer func() { err = errors.Join(err, d.Close()) }()
 	t, desc, err := openTransport(c, logger)
 	if err != nil {
 		return err
 	}
 	defer func() { err = errors.Join(err, t.Close()) }()
-	fmt.Fprintf(stdout, "takedown example: role %s on the %s\n", c.role, desc)
+	fmt.Fprintf(stdout, "takedown example: role %s on the %s, database %s\n", c.role, desc, d)
 
 	if c.role != roleAPI {
+		n, err := items.Seed(octx, d, c.seed)
+		if err != nil {
+			return err
+		}
 		var svc *items.Service
 		err = retryUnknownTopic(ctx, logger, func() (err error) {
-			svc, err = items.New(t, items.Options{Topics: topics, Group: c.topicPrefix + "items-service", Delay: c.itemsDelay, Logger: logger})
+			svc, err = items.New(octx, t, items.Options{DB: d, Topics: topics, Group: c.topicPrefix + items.DefaultGroup, Delay: c.itemsDelay, Logger: logger})
 			return err
 		})
 		if err != nil {
 			return err
 		}
 		defer func() { err = errors.Join(err, svc.Close()) }()
-		printItems(stdout, items.Seed(), c.itemsDelay)
+		printItems(stdout, c.seed, n, c.itemsDelay)
 	}
 	if c.role == roleItems {
 		fmt.Fprintln(stdout, "items service running; stop with Ctrl-C")
 		<-ctx.Done()
+		fmt.Fprintln(stdout, "stopping")
 		return nil
 	}
-	return serveAPI(ctx, c, t, topics, getenv, stdout, stderr, logger)
+	return serveAPI(ctx, c, t, d, topics, getenv, stdout, stderr, logger)
 }
 
 // retryUnknownTopic calls start until it succeeds, fails otherwise than
@@ -212,7 +233,7 @@ func retryUnknownTopic(ctx context.Context, log *slog.Logger, start func() error
 
 // serveAPI runs the police API on t until ctx ends, then shuts down the
 // HTTP server, the Bridge and the API in that order.
-func serveAPI(ctx context.Context, c config, t syncbridge.Transport, topics contract.Topics, getenv func(string) string, stdout, stderr io.Writer, logger *slog.Logger) (err error) {
+func serveAPI(ctx context.Context, c config, t syncbridge.Transport, d *db.DB, topics contract.Topics, getenv func(string) string, stdout, stderr io.Writer, logger *slog.Logger) (err error) {
 	tokens, generated, err := loadTokens(getenv)
 	if err != nil {
 		return err
@@ -231,9 +252,9 @@ func serveAPI(ctx context.Context, c config, t syncbridge.Transport, topics cont
 
 	var b *syncbridge.Bridge
 	err = retryUnknownTopic(ctx, logger, func() (err error) {
-		b, err = syncbridge.New(context.Background(), t,
+		b, err = syncbridge.New(ctx, t,
 			syncbridge.WithReplyTopic(c.replyTopic),
-			syncbridge.WithMaxInFlight(c.maxInFlight))
+			syncbridge.WithMaxInFlight(api.BridgeInFlight(c.maxTakedowns, c.maxReads)))
 		return err
 	})
 	if err != nil {
@@ -241,8 +262,8 @@ func serveAPI(ctx context.Context, c config, t syncbridge.Transport, topics cont
 	}
 	defer func() { err = errors.Join(err, b.Close()) }()
 	srv, err := api.New(api.Config{
-		Bridge: b, Transport: t, Topics: topics, Tokens: tokens, Audit: audit,
-		SyncTimeout: c.syncTimeout, CallTimeout: c.callTimeout, MaxPending: c.maxPending,
+		Bridge: b, Transport: t, DB: d, Topics: topics, Tokens: tokens, Audit: audit, Logger: logger,
+		SyncTimeout: c.syncTimeout, CallTimeout: c.callTimeout, MaxTakedowns: c.maxTakedowns, MaxReads: c.maxReads,
 	})
 	if err != nil {
 		return err
@@ -273,14 +294,20 @@ func serveAPI(ctx context.Context, c config, t syncbridge.Transport, topics cont
 	fmt.Fprintln(stdout, "stopping: finishing requests in flight")
 	sctx, cancel := context.WithTimeout(context.Background(), c.shutdownTimeout)
 	defer cancel()
+	// Refuse new takedowns, and make those in progress answer (their
+	// outcome, or 202, pollable from any replica) before sctx ends.
+	srv.BeginShutdown(sctx)
 	err = hs.Shutdown(sctx)
+	if errors.Is(err, context.DeadlineExceeded) && srv.Active() == 0 {
+		// Every request was answered in time; Shutdown, which polls for
+		// idle connections every 500 ms, had not seen it yet.
+		err = hs.Close()
+	}
 	<-served // http.ErrServerClosed
+	srv.Close()
 	if berr := b.Shutdown(sctx); berr != nil && !errors.Is(berr, context.DeadlineExceeded) {
 		err = errors.Join(err, berr)
 	}
-	// Takedowns still waiting after the Bridge's Shutdown failed with
-	// ErrClosed; Close waits until each is audited.
-	srv.Close()
 	fmt.Fprintln(stdout, "stopped")
 	return err
 }
@@ -299,13 +326,14 @@ func loadTokens(getenv func(string) string) (tokens *api.Tokens, generated strin
 	return tokens, generated, err
 }
 
-func printItems(w io.Writer, seed []contract.Item, delay time.Duration) {
-	fmt.Fprintf(w, "items service: %d items seeded", len(seed))
+func printItems(w io.Writer, seed, inserted int, delay time.Duration) {
+	fmt.Fprintf(w, "items service: %d items seeded (%d new)", seed, inserted)
 	if delay > 0 {
 		fmt.Fprintf(w, ", each takedown delayed %v", delay)
 	}
 	fmt.Fprintln(w)
-	for _, it := range seed {
+	for i := range min(seed, 5) {
+		it := items.SeedItem(i)
 		var aud []string
 		if len(it.Audience.Groups) > 0 {
 			aud = append(aud, "groups "+strings.Join(it.Audience.Groups, ","))
@@ -314,6 +342,9 @@ func printItems(w io.Writer, seed []contract.Item, delay time.Duration) {
 			aud = append(aud, "followers")
 		}
 		fmt.Fprintf(w, "  %-9s %-14s %-46q %s\n", it.ID, it.Owner, it.Title, strings.Join(aud, " + "))
+	}
+	if seed > 5 {
+		fmt.Fprintf(w, "  and %d generated items, %s to %s\n", seed-5, items.SeedItem(5).ID, items.SeedItem(seed-1).ID)
 	}
 }
 

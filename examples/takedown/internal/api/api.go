@@ -2,18 +2,21 @@
 // through which the police take an item down, and through which users
 // report dubious items.
 //
-// A takedown is a request over a syncbridge Bridge to the items service.
-// The API answers 200 once the items service has confirmed the removal; when
-// the confirmation takes longer than the sync timeout it answers 202
-// Accepted with a Location to poll, and keeps the request's Call alive until
-// its own, longer, expiry. Reports are fire-and-forget: published on a
-// topic, answered 202 at once, with a status to poll.
+// A takedown is a command sent over a syncbridge Bridge to the items
+// service. Every status code tells the truth:
+//   - 200: the items service recorded the takedown: removed, or already
+//     removed by an earlier one.
+//   - 202: sent, not confirmed within the sync timeout; its outcome can be
+//     polled from any replica, after any restart, until long after it
+//     ends, because the items service records it in its database.
+//   - 503 (and 404, 504 with "status":"failed"): not applied, and never
+//     will be: refused before anything was sent, or recorded by the items
+//     service as not applied (cancelled, expired, unknown item).
 //
-// The API keeps no catalogue of its own: items, reports and finished
-// takedowns are queried from the items service over the Bridge, so that any
-// number of replicas can serve the same clients. Only the Calls of the
-// takedowns it answered 202 for, and the reports it published recently,
-// live in a replica's memory, bounded.
+// Every takedown request is audited in the database: a row written before
+// the command is sent, completed with the answer before it is written.
+// Takedowns and reads have separate admission limits, so that slow
+// confirmations never starve reads.
 package api
 
 import (
@@ -25,86 +28,122 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"os"
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/syncbridge/syncbridge"
 	"github.com/syncbridge/syncbridge/examples/takedown/internal/contract"
+	"github.com/syncbridge/syncbridge/examples/takedown/internal/db"
 )
 
 // Defaults of the Config fields.
 const (
-	DefaultSyncTimeout = 3 * time.Second
-	DefaultCallTimeout = 2 * time.Minute
-	DefaultMaxWait     = 30 * time.Second
-	DefaultMaxPending  = 1000
-	DefaultResultTTL   = 10 * time.Minute
-	DefaultMaxBody     = 4 << 10
+	DefaultSyncTimeout  = 3 * time.Second
+	DefaultCallTimeout  = 2 * time.Minute
+	DefaultMaxWait      = 30 * time.Second
+	DefaultQueryTimeout = 5 * time.Second
+	DefaultMaxTakedowns = 500
+	DefaultMaxReads     = 500
+	DefaultMaxReports   = 1000
+	DefaultMaxBody      = 4 << 10
+	DefaultPollInterval = 200 * time.Millisecond
 )
 
-// Config configures a Server. Bridge, Transport and Tokens are required;
-// zero values of the other fields mean their defaults.
+// Config configures a Server. Bridge, Transport, DB and Tokens are
+// required; zero values of the other fields mean their defaults.
 type Config struct {
 	// Bridge carries takedown commands and queries to the items service.
-	// The Server does not own it.
+	// The Server does not own it. Its WithMaxInFlight, if any, should be
+	// at least BridgeInFlight(MaxTakedowns, MaxReads).
 	Bridge *syncbridge.Bridge
 	// Transport publishes users' reports. The Server does not own it.
 	Transport syncbridge.Transport
+	// DB holds the audit trail. The Server does not own it.
+	DB *db.DB
 	// Topics names the topics; Replies is ignored (the Bridge has its
 	// own). Zero means contract.DefaultTopics("").
 	Topics contract.Topics
 	// Tokens are the bearer tokens that may take items down.
 	Tokens *Tokens
-	// Audit receives one record per takedown attempt (token ID, item,
-	// reason, case reference, outcome, latency), and one more when a
-	// takedown is accepted for later. Nil discards them.
+	// Audit receives a JSON copy of each audit row as it is written. Nil
+	// discards them; the database has them all the same.
 	Audit *slog.Logger
-	// SyncTimeout is how long a request waits for the items service before
-	// the API answers 202 Accepted (takedowns) or 504 (queries). Default
+	// Logger is the service log. Nil logs nothing.
+	Logger *slog.Logger
+	// Instance names this replica in the audit trail. Default: host name,
+	// process ID and a random suffix.
+	Instance string
+	// SyncTimeout is how long a takedown waits for the items service's
+	// confirmation before the API answers 202 Accepted. Default
 	// DefaultSyncTimeout.
 	SyncTimeout time.Duration
-	// CallTimeout is how long a takedown's Call lives, answered 202 or not.
-	// It must not be shorter than SyncTimeout. Default DefaultCallTimeout.
+	// QueryTimeout bounds each read, and each fence (the cancelling of a
+	// takedown), sent to the items service; a read that takes longer gets
+	// 504. Default DefaultQueryTimeout.
+	QueryTimeout time.Duration
+	// CallTimeout is how long a takedown command stays valid: the items
+	// service records it as expired, not applied, when it takes it up
+	// later. It must not be shorter than SyncTimeout. Default
+	// DefaultCallTimeout.
 	CallTimeout time.Duration
 	// MaxWait caps the ?wait= long poll of GET /v1/takedowns/{id}. Default
 	// DefaultMaxWait.
 	MaxWait time.Duration
-	// MaxPending bounds the takedowns kept for polling, pending or
-	// finished, and the reports remembered as received. Past it, a
-	// takedown that is not confirmed in time gets 503 instead of 202.
-	// Default DefaultMaxPending.
-	MaxPending int
-	// ResultTTL is how long a finished takedown can be polled for. Default
-	// DefaultResultTTL.
-	ResultTTL time.Duration
+	// PollInterval is how often a long poll asks the items service.
+	// Default DefaultPollInterval.
+	PollInterval time.Duration
+	// MaxTakedowns bounds the takedowns in progress (received and not yet
+	// answered, or still being published); past it a takedown gets 503
+	// before anything is sent. Default DefaultMaxTakedowns.
+	MaxTakedowns int
+	// MaxReads bounds the other requests in progress that use the Bridge
+	// or the transport (GETs, reports); past it they get 503. Default
+	// DefaultMaxReads.
+	MaxReads int
+	// MaxReports bounds the reports remembered as received, for GET
+	// /v1/reports/{id} before the items service has processed them.
+	// Default DefaultMaxReports.
+	MaxReports int
 	// MaxBody caps request bodies, in bytes; past it the API answers 413.
 	// Default DefaultMaxBody.
 	MaxBody int64
 }
 
-// Server is the HTTP API. It is an http.Handler; create it with New, serve
-// it with an http.Server, and Close it once the server stopped.
-type Server struct {
-	cfg     Config
-	audit   *slog.Logger
-	mux     *http.ServeMux
-	pending *store
-	reports *fifo
-	closing context.Context // cancelled by Close: ends every Call
-	stop    context.CancelFunc
+// BridgeInFlight returns the requests in flight over the Bridge that a
+// Server with these limits may have at once: a command and a fence per
+// takedown, one request per read.
+func BridgeInFlight(maxTakedowns, maxReads int) int { return 2*maxTakedowns + maxReads }
 
-	mu     sync.Mutex     // protects closed and the Add side of wg
-	closed bool           // Close was called
-	wg     sync.WaitGroup // one per takedown Call being watched
+// Server is the HTTP API. It is an http.Handler; create it with New, serve
+// it with an http.Server, call BeginShutdown before the http.Server's
+// Shutdown, and Close once the server stopped.
+type Server struct {
+	cfg       Config
+	audit     *auditLog
+	log       *slog.Logger
+	mux       *http.ServeMux
+	reports   *fifo
+	takedowns limiter
+	reads     limiter
+	closing   context.Context // cancelled by Close: ends every Call
+	stop      context.CancelFunc
+
+	active    atomic.Int64  // requests being handled
+	draining  atomic.Bool   // BeginShutdown was called: refuse new takedowns
+	hurry     chan struct{} // closed when requests in progress must answer now
+	hurryOnce sync.Once
+	wg        sync.WaitGroup // goroutines running Bridge.Go
 }
 
 // New returns a Server for cfg, or an error if cfg is incomplete or
 // inconsistent.
 func New(cfg Config) (*Server, error) {
-	if cfg.Bridge == nil || cfg.Transport == nil || cfg.Tokens == nil {
-		return nil, errors.New("api: Bridge, Transport and Tokens are required")
+	if cfg.Bridge == nil || cfg.Transport == nil || cfg.Tokens == nil || cfg.DB == nil {
+		return nil, errors.New("api: Bridge, Transport, DB and Tokens are required")
 	}
 	if cfg.Topics == (contract.Topics{}) {
 		cfg.Topics = contract.DefaultTopics("")
@@ -115,33 +154,50 @@ func New(cfg Config) (*Server, error) {
 		}
 	}
 	def(&cfg.SyncTimeout, DefaultSyncTimeout)
+	def(&cfg.QueryTimeout, DefaultQueryTimeout)
 	def(&cfg.CallTimeout, DefaultCallTimeout)
 	def(&cfg.MaxWait, DefaultMaxWait)
-	def(&cfg.ResultTTL, DefaultResultTTL)
-	if cfg.MaxPending == 0 {
-		cfg.MaxPending = DefaultMaxPending
+	def(&cfg.PollInterval, DefaultPollInterval)
+	defInt := func(n *int, v int) {
+		if *n == 0 {
+			*n = v
+		}
 	}
+	defInt(&cfg.MaxTakedowns, DefaultMaxTakedowns)
+	defInt(&cfg.MaxReads, DefaultMaxReads)
+	defInt(&cfg.MaxReports, DefaultMaxReports)
 	if cfg.MaxBody == 0 {
 		cfg.MaxBody = DefaultMaxBody
 	}
 	switch {
-	case cfg.SyncTimeout < 0 || cfg.CallTimeout < 0 || cfg.MaxWait < 0 || cfg.ResultTTL < 0:
+	case cfg.SyncTimeout < 0 || cfg.QueryTimeout < 0 || cfg.CallTimeout < 0 || cfg.MaxWait < 0 || cfg.PollInterval < 0:
 		return nil, errors.New("api: durations must not be negative")
 	case cfg.CallTimeout < cfg.SyncTimeout:
 		return nil, fmt.Errorf("api: call timeout %v is shorter than sync timeout %v", cfg.CallTimeout, cfg.SyncTimeout)
-	case cfg.MaxPending < 0 || cfg.MaxBody < 0:
+	case cfg.MaxTakedowns < 0 || cfg.MaxReads < 0 || cfg.MaxReports < 0 || cfg.MaxBody < 0:
 		return nil, errors.New("api: limits must not be negative")
 	}
+	if cfg.Instance == "" {
+		host, _ := os.Hostname()
+		cfg.Instance = fmt.Sprintf("%s-%d-%s", host, os.Getpid(), strings.ToLower(rand.Text()[:6]))
+	}
 	s := &Server{
-		cfg:     cfg,
-		audit:   cfg.Audit,
-		mux:     http.NewServeMux(),
-		pending: newStore(cfg.MaxPending, cfg.ResultTTL),
-		reports: newFIFO(cfg.MaxPending),
+		cfg:       cfg,
+		log:       cfg.Logger,
+		mux:       http.NewServeMux(),
+		reports:   newFIFO(cfg.MaxReports),
+		takedowns: make(limiter, cfg.MaxTakedowns),
+		reads:     make(limiter, cfg.MaxReads),
+		hurry:     make(chan struct{}),
 	}
-	if s.audit == nil {
-		s.audit = slog.New(slog.DiscardHandler)
+	if s.log == nil {
+		s.log = slog.New(slog.DiscardHandler)
 	}
+	mirror := cfg.Audit
+	if mirror == nil {
+		mirror = slog.New(slog.DiscardHandler)
+	}
+	s.audit = &auditLog{db: cfg.DB, instance: cfg.Instance, mirror: mirror, log: s.log}
 	s.closing, s.stop = context.WithCancel(context.Background())
 	s.mux.HandleFunc("POST /v1/takedowns", s.postTakedown)
 	s.mux.HandleFunc("GET /v1/takedowns/{id}", s.getTakedown)
@@ -152,24 +208,109 @@ func New(cfg Config) (*Server, error) {
 	return s, nil
 }
 
-// ServeHTTP implements http.Handler.
-func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) { s.mux.ServeHTTP(w, r) }
+// limiter is a semaphore that never waits.
+type limiter chan struct{}
 
-// Close ends the takedowns still waiting (they fail with ErrNoReply and
-// context.Canceled, and are audited so) and returns once each is audited.
-// Call it after the http.Server stopped and, for a graceful stop, after
-// Bridge.Shutdown let them finish. Close is idempotent.
+func (l limiter) tryAcquire() bool {
+	select {
+	case l <- struct{}{}:
+		return true
+	default:
+		return false
+	}
+}
+
+func (l limiter) release() { <-l }
+
+// ServeHTTP implements http.Handler. A request no route matches gets the
+// API's JSON error, 404 or 405 (with Allow); a handler that panics, a
+// JSON 500.
+func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	s.active.Add(1)
+	defer s.active.Add(-1)
+	defer func() {
+		if p := recover(); p != nil {
+			if p == http.ErrAbortHandler {
+				panic(p)
+			}
+			s.log.Error("api: handler panicked", "path", r.URL.Path, "panic", fmt.Sprint(p))
+			writeError(w, http.StatusInternalServerError, "internal", "internal error", 0)
+		}
+	}()
+	h, pattern := s.mux.Handler(r)
+	if pattern != "" {
+		s.mux.ServeHTTP(w, r) // sets the path values, which h alone would not
+		return
+	}
+	// The mux's own answer (404, 405, or a redirect to a clean path),
+	// captured so that errors get the API's JSON shape.
+	c := &capture{header: http.Header{}}
+	h.ServeHTTP(c, r)
+	switch {
+	case c.status == http.StatusMethodNotAllowed:
+		w.Header().Set("Allow", c.header.Get("Allow"))
+		writeError(w, c.status, "method_not_allowed", fmt.Sprintf("%s is not allowed on %s", r.Method, r.URL.Path), 0)
+	case c.status >= 400 || c.status == 0:
+		writeError(w, http.StatusNotFound, "not_found", "no such endpoint: "+r.URL.Path, 0)
+	default:
+		if loc := c.header.Get("Location"); loc != "" {
+			w.Header().Set("Location", loc)
+		}
+		writeJSON(w, c.status, map[string]string{"location": c.header.Get("Location")})
+	}
+}
+
+// capture records what an http.Handler writes.
+type capture struct {
+	header http.Header
+	status int
+}
+
+func (c *capture) Header() http.Header { return c.header }
+func (c *capture) WriteHeader(status int) {
+	if c.status == 0 {
+		c.status = status
+	}
+}
+func (c *capture) Write(b []byte) (int, error) {
+	c.WriteHeader(http.StatusOK)
+	return len(b), nil
+}
+
+// BeginShutdown starts a graceful stop: from now on a takedown gets 503
+// before anything is sent, and the requests in progress answer by ctx's
+// deadline (less a margin to write the answer): a takedown not confirmed
+// by then gets 202, which stays pollable from any replica, from the
+// database, after this one exits. Call it before http.Server.Shutdown,
+// with the same ctx.
+func (s *Server) BeginShutdown(ctx context.Context) {
+	s.draining.Store(true)
+	now := time.Now()
+	hurry := func() { s.hurryOnce.Do(func() { close(s.hurry) }) }
+	if d, ok := ctx.Deadline(); ok {
+		margin := min(d.Sub(now)/5, time.Second)
+		t := time.AfterFunc(d.Sub(now)-margin, hurry)
+		context.AfterFunc(s.closing, func() { t.Stop() })
+	}
+	stop := context.AfterFunc(ctx, hurry)
+	context.AfterFunc(s.closing, func() { stop() })
+}
+
+// Active returns the number of requests being handled. After
+// BeginShutdown, once it is 0 every request taken has been answered, and
+// the connections left are idle: an http.Server whose Shutdown ran out of
+// time then may be closed without losing an answer.
+func (s *Server) Active() int { return int(s.active.Load()) }
+
+// Close ends what is still running: the publishing of takedown commands
+// still under way (they were answered 202, and are pollable). Call it
+// once the http.Server stopped. Close is idempotent.
 func (s *Server) Close() {
-	s.mu.Lock()
-	s.closed = true
-	s.mu.Unlock()
-	s.pending.close()
+	s.draining.Store(true)
+	s.hurryOnce.Do(func() { close(s.hurry) })
 	s.stop()
 	s.wg.Wait()
 }
-
-// Pending returns the number of takedowns kept for polling.
-func (s *Server) Pending() int { return s.pending.len() }
 
 // takedownRequest is the body of POST /v1/takedowns.
 type takedownRequest struct {
@@ -178,103 +319,252 @@ type takedownRequest struct {
 	CaseRef string `json:"case_ref"`
 }
 
+// MaxCaseRefLen bounds case_ref.
+const MaxCaseRefLen = 100
+
 func (req *takedownRequest) validate() error {
 	switch {
 	case !contract.ValidID(req.ItemID):
 		return errors.New("item_id is required: 1 to 64 letters, digits, '.', '-' or '_'")
-	case strings.TrimSpace(req.Reason) == "" || len(req.Reason) > contract.MaxTextLen:
-		return fmt.Errorf("reason is required, at most %d bytes", contract.MaxTextLen)
-	case strings.TrimSpace(req.CaseRef) == "" || len(req.CaseRef) > 100:
-		return errors.New("case_ref is required, at most 100 bytes")
+	case strings.TrimSpace(req.Reason) == "" || len(req.Reason) > contract.MaxTextLen || !contract.ValidText(req.Reason):
+		return fmt.Errorf("reason is required: at most %d bytes, no control characters", contract.MaxTextLen)
+	case strings.TrimSpace(req.CaseRef) == "" || len(req.CaseRef) > MaxCaseRefLen || !contract.ValidText(req.CaseRef):
+		return fmt.Errorf("case_ref is required: at most %d bytes, no control characters", MaxCaseRefLen)
 	}
 	return nil
 }
 
-// takedown is one takedown request, from the POST until its Call ends.
-type takedown struct {
-	id      string
-	cmd     contract.TakedownCommand
-	tokenID string
-	remote  string
-	start   time.Time
-	cancel  context.CancelFunc // ends the Call
-
-	done chan struct{} // closed once res and end are set
-	res  outcome
-	end  time.Time
-}
-
-// endedAt returns when td's Call ended, and whether it did.
-func (td *takedown) endedAt() (time.Time, bool) {
-	select {
-	case <-td.done:
-		return td.end, true
-	default:
-		return time.Time{}, false
+// reject answers a takedown request refused before anything was sent, and
+// audits it.
+func (s *Server) reject(w http.ResponseWriter, row *auditRow, status int, code, message string, retry int) {
+	s.audit.answered(row, status, code)
+	if status == http.StatusUnauthorized {
+		w.Header().Set("WWW-Authenticate", `Bearer realm="takedown"`)
 	}
+	body := errorBody{Error: code, Message: message}
+	if status == http.StatusServiceUnavailable {
+		body.Status, body.TakedownID, body.ItemID = "failed", row.takedownID, row.itemID
+	}
+	writeJSON(w, status, body, retryAfter(retry))
 }
 
 func (s *Server) postTakedown(w http.ResponseWriter, r *http.Request) {
-	start := time.Now()
-	tokenID, ok := s.authorize(w, r)
+	row := &auditRow{start: time.Now(), receivedAt: db.Now(), remote: r.RemoteAddr}
+	tokenID, ok := s.cfg.Tokens.Check(r)
 	if !ok {
-		s.audit.Warn("takedown rejected", "outcome", "unauthorized", "http_status", http.StatusUnauthorized, "remote", r.RemoteAddr)
+		s.reject(w, row, http.StatusUnauthorized, "unauthorized", "a valid bearer token is required", 0)
 		return
 	}
+	row.tokenID = tokenID
 	var req takedownRequest
-	if status, err := decodeJSON(w, r, s.cfg.MaxBody, &req); err != nil {
-		code := errorCode(status)
-		writeError(w, status, code, err.Error(), 0)
-		s.audit.Warn("takedown rejected", "token_id", tokenID, "outcome", code, "http_status", status, "remote", r.RemoteAddr)
+	if status, err := readJSON(w, r, s.cfg.MaxBody, &req); err != nil {
+		s.reject(w, row, status, errorCode(status), err.Error(), 0)
 		return
 	}
 	if err := req.validate(); err != nil {
-		writeError(w, http.StatusBadRequest, "bad_request", err.Error(), 0)
-		s.audit.Warn("takedown rejected", "token_id", tokenID, "item_id", req.ItemID, "outcome", "bad_request", "http_status", http.StatusBadRequest, "remote", r.RemoteAddr)
+		s.reject(w, row, http.StatusBadRequest, "bad_request", err.Error(), 0)
 		return
 	}
-	td := &takedown{
-		id:      newID("td"),
-		tokenID: tokenID,
-		remote:  r.RemoteAddr,
-		start:   start,
-		done:    make(chan struct{}),
-	}
-	td.cmd = contract.TakedownCommand{
-		TakedownID: td.id, ItemID: req.ItemID, Reason: req.Reason, CaseRef: req.CaseRef,
-		RequestedBy: tokenID, RequestedAt: start.UTC(),
-	}
-	msg, err := contract.Encode(s.cfg.Topics.Takedowns, td.cmd.ItemID, td.cmd)
-	if err != nil {
-		writeError(w, http.StatusInternalServerError, "internal", err.Error(), 0)
+	row.itemID, row.reason, row.caseRef = req.ItemID, req.Reason, req.CaseRef
+	if s.draining.Load() {
+		s.reject(w, row, http.StatusServiceUnavailable, "shutting_down", "the API is shutting down; nothing was sent; retry on another replica", 5)
 		return
 	}
-	if !s.startTakedown(r.Context(), td, msg) {
-		writeError(w, http.StatusServiceUnavailable, "shutting_down", "the API is shutting down", 5)
+	if !s.takedowns.tryAcquire() {
+		s.reject(w, row, http.StatusServiceUnavailable, "overloaded", "too many takedowns in progress; nothing was sent; retry later", 1)
 		return
 	}
+	row.takedownID = newID("td")
+	row.expiresAt = row.receivedAt.Add(s.cfg.CallTimeout)
+	if err := s.audit.received(row); err != nil {
+		s.takedowns.release()
+		row.takedownID, row.expiresAt = "", time.Time{}
+		writeJSON(w, http.StatusServiceUnavailable, errorBody{Error: "unavailable", Message: "the audit trail could not be written; nothing was sent; retry later", Status: "failed", ItemID: req.ItemID}, retryAfter(1))
+		return
+	}
+	cmd := contract.TakedownCommand{
+		TakedownID: row.takedownID, ItemID: req.ItemID, Reason: req.Reason, CaseRef: req.CaseRef,
+		RequestedBy: tokenID, RequestedAt: row.receivedAt, ExpiresAt: row.expiresAt,
+	}
+	msg, err := contract.Encode(s.cfg.Topics.Takedowns, cmd.ItemID, cmd)
+	if err != nil { // cannot happen: the command is plain data
+		s.takedowns.release()
+		s.answer(w, row, http.StatusInternalServerError, "internal", errorBody{Error: "internal", Message: err.Error(), Status: "failed", TakedownID: cmd.TakedownID, ItemID: cmd.ItemID}, 0)
+		return
+	}
+	calls, answered := s.send(row.expiresAt, msg)
+	defer close(answered)
 
-	t := time.NewTimer(s.cfg.SyncTimeout)
-	defer t.Stop()
-	select {
-	case <-td.done:
-		s.writeTakedown(w, td)
-		return
-	case <-t.C:
-	case <-r.Context().Done():
-		// The client is gone: keep the Call all the same, so that its
-		// outcome can be polled and is audited.
+	sync := time.NewTimer(s.cfg.SyncTimeout)
+	defer sync.Stop()
+	var call *syncbridge.Call
+	var done <-chan struct{} // call's, once published
+wait:
+	for {
+		select {
+		case call = <-calls:
+			calls, done = nil, call.Done()
+		case <-done:
+			break wait
+		case <-sync.C:
+			break wait
+		case <-s.hurry:
+			break wait
+		case <-r.Context().Done():
+			s.audit.answered(row, 0, outcomeClientGone)
+			return
+		}
 	}
-	if !s.pending.add(td) {
-		td.cancel()
-		writeError(w, http.StatusServiceUnavailable, "too_many_pending", "too many takedowns awaiting confirmation; retry later (takedowns are idempotent)", 1)
+	if call != nil {
+		if _, err := call.Result(); err == nil || !errors.Is(err, syncbridge.ErrPending) {
+			s.finish(w, r, row, cmd, call)
+			return
+		}
+	}
+	s.accepted(w, row, cmd)
+}
+
+// send starts publishing msg over the Bridge in a goroutine, valid until
+// expires, and returns a channel that yields its Call once published (or
+// refused), and a channel for the caller to close once it has answered:
+// then the Call is cancelled (the outcome is in the database) and the
+// takedown's admission released.
+func (s *Server) send(expires time.Time, msg syncbridge.Message) (<-chan *syncbridge.Call, chan struct{}) {
+	calls := make(chan *syncbridge.Call, 1)
+	answered := make(chan struct{})
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		defer s.takedowns.release()
+		ctx, cancel := context.WithDeadline(s.closing, expires)
+		defer cancel()
+		call := s.cfg.Bridge.Go(ctx, msg)
+		calls <- call
+		select {
+		case <-call.Done():
+		case <-answered:
+		}
+	}()
+	return calls, answered
+}
+
+// finish answers a takedown whose Call ended.
+func (s *Server) finish(w http.ResponseWriter, r *http.Request, row *auditRow, cmd contract.TakedownCommand, call *syncbridge.Call) {
+	reply, err := call.Result()
+	if err == nil {
+		var res contract.TakedownResult
+		if derr := contract.Decode(reply, &res); derr == nil && res.TakedownID == cmd.TakedownID && res.Status != contract.StatusPending {
+			s.answerResult(w, row, res)
+			return
+		}
+		err = fmt.Errorf("unexpected reply %q", reply.Value)
+	}
+	var re *syncbridge.RemoteError
+	switch {
+	case notSent(err):
+		o := errorOutcome(err)
+		s.answer(w, row, http.StatusServiceUnavailable, outcomeNotSent, errorBody{
+			Error: o.code, Message: "the takedown was not sent (" + o.message + "); it will not be applied; retry later",
+			Status: "failed", TakedownID: cmd.TakedownID, ItemID: cmd.ItemID,
+		}, 1)
+		return
+	case errors.As(err, &re) && re.Code == contract.CodeInvalid:
+		// Deterministic: the command is refused whenever it is delivered.
+		s.answer(w, row, http.StatusBadGateway, "bad_gateway", errorBody{
+			Error: "bad_gateway", Message: "the items service refused the command: " + re.Description + "; it was not applied",
+			Status: "failed", TakedownID: cmd.TakedownID, ItemID: cmd.ItemID,
+		}, 0)
 		return
 	}
-	s.audit.LogAttrs(context.Background(), slog.LevelInfo, "takedown accepted", s.auditAttrs(td, slog.String("outcome", "accepted"), slog.Int("http_status", http.StatusAccepted))...)
-	loc := "/v1/takedowns/" + td.id
+	// The command may have been delivered, and may be delivered again:
+	// fence it off, and answer what the items service recorded.
+	s.log.Warn("takedown failed; cancelling it", "takedown_id", cmd.TakedownID, "err", err)
+	if res, ferr := s.fence(r.Context(), contract.ActionCancel, cmd.TakedownID, cmd.ItemID, cmd.ExpiresAt); ferr == nil && res.Status != contract.StatusPending {
+		s.answerResult(w, row, res)
+		return
+	} else if ferr != nil {
+		s.log.Warn("takedown not cancelled; answering 202", "takedown_id", cmd.TakedownID, "err", ferr)
+	}
+	s.accepted(w, row, cmd)
+}
+
+// fence sends a fence (contract.ActionCancel or ActionExpire) for a
+// takedown, keyed by its ID, and returns the outcome the items service
+// recorded. It waits at most QueryTimeout, less when the Server must
+// hurry.
+func (s *Server) fence(ctx context.Context, action, takedownID, itemID string, expires time.Time) (contract.TakedownResult, error) {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.cfg.QueryTimeout)
+	defer cancel()
+	stop := context.AfterFunc(s.closing, cancel)
+	defer stop()
+	go func() {
+		select {
+		case <-s.hurry:
+			cancel()
+		case <-ctx.Done():
+		}
+	}()
+	msg, err := contract.Encode(s.cfg.Topics.Takedowns, takedownID, contract.TakedownCommand{
+		TakedownID: takedownID, ItemID: itemID, Action: action, ExpiresAt: expires,
+	})
+	if err != nil {
+		return contract.TakedownResult{}, err
+	}
+	reply, err := s.cfg.Bridge.Request(ctx, msg)
+	if err != nil {
+		return contract.TakedownResult{}, err
+	}
+	var res contract.TakedownResult
+	if err := contract.Decode(reply, &res); err != nil {
+		return contract.TakedownResult{}, err
+	}
+	if res.TakedownID != takedownID {
+		return contract.TakedownResult{}, fmt.Errorf("reply about takedown %q", res.TakedownID)
+	}
+	return res, nil
+}
+
+// accepted answers 202: the takedown was sent (or is being sent) and is
+// not confirmed yet.
+func (s *Server) accepted(w http.ResponseWriter, row *auditRow, cmd contract.TakedownCommand) {
+	loc := "/v1/takedowns/" + cmd.TakedownID
 	w.Header().Set("Location", loc)
-	w.Header().Set("Retry-After", "1")
-	writeJSON(w, http.StatusAccepted, pendingBody{TakedownID: td.id, ItemID: td.cmd.ItemID, Status: "pending", Location: loc})
+	s.answer(w, row, http.StatusAccepted, outcomeAccepted, pendingBody{TakedownID: cmd.TakedownID, ItemID: cmd.ItemID, Status: contract.StatusPending, Location: loc}, 1)
+}
+
+// answerResult answers a takedown's recorded outcome.
+func (s *Server) answerResult(w http.ResponseWriter, row *auditRow, res contract.TakedownResult) {
+	status, body, retry := resultAnswer(res)
+	s.answer(w, row, status, res.Status, body, retry)
+}
+
+// answer audits, then writes, the answer to a takedown request.
+func (s *Server) answer(w http.ResponseWriter, row *auditRow, status int, outcome string, body any, retry int) {
+	s.audit.answered(row, status, outcome)
+	writeJSON(w, status, body, retryAfter(retry))
+}
+
+// resultAnswer maps a takedown's outcome to an HTTP answer: the same for
+// the POST that made it and for every poll of it.
+func resultAnswer(res contract.TakedownResult) (status int, body any, retry int) {
+	failed := func(status int, code, message string) (int, any, int) {
+		return status, errorBody{Error: code, Message: message, Status: "failed", TakedownID: res.TakedownID, ItemID: res.ItemID}, 0
+	}
+	switch res.Status {
+	case contract.StatusRemoved, contract.StatusAlreadyRemoved:
+		return http.StatusOK, res, 0
+	case contract.StatusPending:
+		loc := "/v1/takedowns/" + res.TakedownID
+		return http.StatusAccepted, pendingBody{TakedownID: res.TakedownID, ItemID: res.ItemID, Status: contract.StatusPending, Location: loc}, 1
+	case contract.StatusNotFound:
+		return failed(http.StatusNotFound, "not_found", fmt.Sprintf("no item %q; the takedown was not applied", res.ItemID))
+	case contract.StatusExpired:
+		return failed(http.StatusGatewayTimeout, "expired", "the items service did not take the takedown up before it expired; it was not applied and never will be; retrying is safe")
+	case contract.StatusCancelled:
+		status, body, _ := failed(http.StatusServiceUnavailable, "cancelled", "the takedown could not be applied and was cancelled; it was not applied and never will be; retry later")
+		return status, body, 1
+	}
+	return failed(http.StatusBadGateway, "bad_gateway", fmt.Sprintf("the items service answered an unknown status %q", res.Status))
 }
 
 // pendingBody is the body of a 202 answer about a takedown.
@@ -285,70 +575,12 @@ type pendingBody struct {
 	Location   string `json:"location"`
 }
 
-// startTakedown sends msg, td's command, over the Bridge, in a Call of its own
-// that outlives r (context.WithoutCancel) until CallTimeout or Close, and
-// watches it: when it ends, the outcome is audited and td.done closed. It
-// reports false, having started nothing, after Close.
-func (s *Server) startTakedown(reqCtx context.Context, td *takedown, msg syncbridge.Message) bool {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.closed {
-		return false
-	}
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(reqCtx), s.cfg.CallTimeout)
-	stop := context.AfterFunc(s.closing, cancel)
-	td.cancel = cancel
-	s.wg.Add(1)
-	// Go returns once the command is published, which takes as long as the
-	// transport needs (up to CallTimeout when it is stuck): call it in this
-	// goroutine, so that the handler's wait stays bounded by SyncTimeout.
-	go func() {
-		defer s.wg.Done()
-		defer stop()
-		defer cancel()
-		call := s.cfg.Bridge.Go(ctx, msg)
-		reply, err := call.Wait(context.Background())
-		td.res = takedownOutcome(reply, err)
-		td.end = time.Now()
-		// Audit before anyone can see the outcome.
-		level := slog.LevelInfo
-		if td.res.status >= 500 {
-			level = slog.LevelWarn
-		}
-		s.audit.LogAttrs(context.Background(), level, "takedown", s.auditAttrs(td,
-			slog.String("outcome", td.res.auditOutcome()),
-			slog.Int("http_status", td.res.status),
-			slog.String("correlation_id", call.ID()))...)
-		close(td.done)
-	}()
-	return true
-}
-
-// auditAttrs returns the audit attributes of td, then extra. The latency
-// runs from the POST's arrival until now.
-func (s *Server) auditAttrs(td *takedown, extra ...slog.Attr) []slog.Attr {
-	return append([]slog.Attr{
-		slog.String("takedown_id", td.id),
-		slog.String("token_id", td.tokenID),
-		slog.String("item_id", td.cmd.ItemID),
-		slog.String("reason", td.cmd.Reason),
-		slog.String("case_ref", td.cmd.CaseRef),
-		slog.String("remote", td.remote),
-		slog.Float64("latency_ms", float64(time.Since(td.start).Microseconds())/1000),
-	}, extra...)
-}
-
-// writeTakedown writes td's outcome; td must have ended.
-func (s *Server) writeTakedown(w http.ResponseWriter, td *takedown) {
-	o := td.res
-	if o.result != nil {
-		writeJSON(w, o.status, o.result)
-		return
-	}
-	writeJSON(w, o.status, errorBody{
-		Error: o.code, Message: o.message, Status: "failed",
-		TakedownID: td.id, ItemID: td.cmd.ItemID,
-	}, retryAfter(o.retryAfter))
+// notSent reports whether err says that a request was certainly not
+// published: refused by the Bridge (ErrOverloaded, ErrClosed before
+// sending), or ErrPublish, which the Bridge returns only when the
+// transport says the message was not written.
+func notSent(err error) bool {
+	return errors.Is(err, syncbridge.ErrOverloaded) || errors.Is(err, syncbridge.ErrPublish) || errors.Is(err, syncbridge.ErrNotSent)
 }
 
 func (s *Server) getTakedown(w http.ResponseWriter, r *http.Request) {
@@ -365,54 +597,71 @@ func (s *Server) getTakedown(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, "not_found", "no such takedown", 0)
 		return
 	}
-	td, ok := s.pending.get(id)
-	if !ok {
-		// Not one of this replica's: it may have been answered at once, by
-		// this replica or another. The items service knows the ones it
-		// applied.
-		s.lookupTakedown(w, r, id)
+	if !s.reads.tryAcquire() {
+		writeError(w, http.StatusServiceUnavailable, "overloaded", "too many reads in progress; retry later", 1)
 		return
 	}
-	if wait > 0 {
-		t := time.NewTimer(wait)
-		defer t.Stop()
-		select {
-		case <-td.done:
-		case <-t.C:
-		case <-r.Context().Done():
-		}
-	}
-	select {
-	case <-td.done:
-	default:
-		w.Header().Set("Retry-After", "1")
-		writeJSON(w, http.StatusAccepted, pendingBody{TakedownID: td.id, ItemID: td.cmd.ItemID, Status: "pending", Location: "/v1/takedowns/" + td.id})
-		return
-	}
-	if td.res.expired {
-		// No reply in time: perhaps the reply was lost and the takedown
-		// applied all the same.
-		var res contract.TakedownResult
-		if err := s.query(r.Context(), contract.QueryTakedown, td.id, &res); err == nil {
-			writeJSON(w, http.StatusOK, res)
+	defer s.reads.release()
+	deadline := time.Now().Add(wait)
+	for {
+		res, err := s.lookupTakedown(r.Context(), id)
+		if err != nil {
+			o := errorOutcome(err)
+			if o.code == contract.CodeNotFound {
+				o.message = "no such takedown"
+			}
+			writeError(w, o.status, o.code, o.message, o.retryAfter)
 			return
 		}
+		left := time.Until(deadline)
+		if res.Status != contract.StatusPending || left <= 0 {
+			status, body, retry := resultAnswer(res)
+			if res.Status == contract.StatusPending {
+				w.Header().Set("Location", "/v1/takedowns/"+id)
+			}
+			writeJSON(w, status, body, retryAfter(retry))
+			return
+		}
+		t := time.NewTimer(min(left, s.cfg.PollInterval))
+		select {
+		case <-t.C:
+		case <-s.hurry:
+			deadline = time.Now() // answer what is known now
+		case <-r.Context().Done():
+			t.Stop()
+			return
+		}
+		t.Stop()
 	}
-	s.writeTakedown(w, td)
 }
 
-// lookupTakedown answers GET /v1/takedowns/{id} from the items service.
-func (s *Server) lookupTakedown(w http.ResponseWriter, r *http.Request, id string) {
+// lookupTakedown returns a takedown's outcome from the items service, or
+// StatusPending for a takedown the audit trail knows of that the items
+// service has not recorded yet. Past its expiry such a takedown is fenced
+// off (contract.ActionExpire), so that the answer is final.
+func (s *Server) lookupTakedown(ctx context.Context, id string) (contract.TakedownResult, error) {
 	var res contract.TakedownResult
-	if err := s.query(r.Context(), contract.QueryTakedown, id, &res); err != nil {
-		o := errorOutcome(err)
-		if o.code == contract.CodeNotFound {
-			o.message = "unknown takedown: not awaiting confirmation on this replica, and not applied by the items service"
-		}
-		writeError(w, o.status, o.code, o.message, o.retryAfter)
-		return
+	err := s.query(ctx, contract.QueryTakedown, id, &res)
+	if err == nil {
+		return res, nil
 	}
-	writeJSON(w, http.StatusOK, res)
+	if re, ok := errors.AsType[*syncbridge.RemoteError](err); !ok || re.Code != contract.CodeNotFound {
+		return res, err
+	}
+	a, found, aerr := s.audit.lookup(ctx, id)
+	switch {
+	case aerr != nil:
+		s.log.Warn("audit lookup failed", "takedown_id", id, "err", aerr)
+		return res, syncbridge.NewRemoteError(contract.CodeUnavailable, "the audit trail could not be read")
+	case !found:
+		return res, err // unknown to both
+	case a.outcome == outcomeNotSent:
+		// Answered 503: never published, never applied.
+		return contract.TakedownResult{TakedownID: id, ItemID: a.itemID, Status: contract.StatusCancelled}, nil
+	case time.Now().Before(a.expiresAt):
+		return contract.TakedownResult{TakedownID: id, ItemID: a.itemID, Status: contract.StatusPending}, nil
+	}
+	return s.fence(ctx, contract.ActionExpire, id, a.itemID, a.expiresAt)
 }
 
 // parseWait parses the ?wait= duration of a long poll, capped at MaxWait.
@@ -434,6 +683,11 @@ func (s *Server) getItem(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, "not_found", "no such item", 0)
 		return
 	}
+	if !s.reads.tryAcquire() {
+		writeError(w, http.StatusServiceUnavailable, "overloaded", "too many reads in progress; retry later", 1)
+		return
+	}
+	defer s.reads.release()
 	var it contract.Item
 	if err := s.query(r.Context(), contract.QueryItem, id, &it); err != nil {
 		o := errorOutcome(err)
@@ -456,24 +710,38 @@ func (s *Server) postReport(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	var req reportRequest
-	if status, err := decodeJSON(w, r, s.cfg.MaxBody, &req); err != nil {
+	if status, err := readJSON(w, r, s.cfg.MaxBody, &req); err != nil {
 		writeError(w, status, errorCode(status), err.Error(), 0)
 		return
 	}
-	if strings.TrimSpace(req.Reason) == "" || len(req.Reason) > contract.MaxTextLen || len(req.Details) > contract.MaxTextLen {
-		writeError(w, http.StatusBadRequest, "bad_request", fmt.Sprintf("reason is required; reason and details are at most %d bytes", contract.MaxTextLen), 0)
+	if strings.TrimSpace(req.Reason) == "" || len(req.Reason) > contract.MaxTextLen || len(req.Details) > contract.MaxTextLen ||
+		!contract.ValidText(req.Reason) || !contract.ValidText(req.Details) {
+		writeError(w, http.StatusBadRequest, "bad_request", fmt.Sprintf("reason is required; reason and details are at most %d bytes, without control characters", contract.MaxTextLen), 0)
 		return
 	}
-	rep := contract.Report{ReportID: newID("rpt"), ItemID: itemID, Reason: req.Reason, Details: req.Details, SubmittedAt: time.Now().UTC()}
+	if !s.reads.tryAcquire() {
+		writeError(w, http.StatusServiceUnavailable, "overloaded", "too many requests in progress; the report was not sent; retry later", 1)
+		return
+	}
+	defer s.reads.release()
+	rep := contract.Report{ReportID: newID("rpt"), ItemID: itemID, Reason: req.Reason, Details: req.Details, SubmittedAt: db.Now()}
 	msg, err := contract.Encode(s.cfg.Topics.Reports, itemID, rep)
 	if err != nil {
 		writeError(w, http.StatusInternalServerError, "internal", err.Error(), 0)
 		return
 	}
-	ctx, cancel := context.WithTimeout(r.Context(), s.cfg.SyncTimeout)
+	ctx, cancel := context.WithTimeout(r.Context(), s.cfg.QueryTimeout)
 	defer cancel()
 	if err := s.cfg.Transport.Publish(ctx, msg); err != nil {
-		writeError(w, http.StatusServiceUnavailable, "unavailable", "report not published; retry later", 1)
+		if errors.Is(err, syncbridge.ErrNotSent) {
+			writeError(w, http.StatusServiceUnavailable, "unavailable", "the report was not sent; retry later", 1)
+			return
+		}
+		// Perhaps written: the report may be recorded (once, by its ID).
+		s.reports.add(rep.ReportID, reportAt{itemID: itemID, at: rep.SubmittedAt})
+		loc := "/v1/reports/" + rep.ReportID
+		w.Header().Set("Location", loc)
+		writeJSON(w, http.StatusAccepted, contract.ReportStatus{ReportID: rep.ReportID, ItemID: itemID, Status: contract.StatusReceived, SubmittedAt: rep.SubmittedAt})
 		return
 	}
 	s.reports.add(rep.ReportID, reportAt{itemID: itemID, at: rep.SubmittedAt})
@@ -488,6 +756,11 @@ func (s *Server) getReport(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, "not_found", "no such report", 0)
 		return
 	}
+	if !s.reads.tryAcquire() {
+		writeError(w, http.StatusServiceUnavailable, "overloaded", "too many reads in progress; retry later", 1)
+		return
+	}
+	defer s.reads.release()
 	var st contract.ReportStatus
 	err := s.query(r.Context(), contract.QueryReport, id, &st)
 	if err == nil {
@@ -507,17 +780,22 @@ func (s *Server) getReport(w http.ResponseWriter, r *http.Request) {
 
 func (s *Server) health(w http.ResponseWriter, _ *http.Request) {
 	st := s.cfg.Bridge.Stats()
-	writeJSON(w, http.StatusOK, map[string]any{
-		"status":    "ok",
-		"in_flight": st.InFlight,
-		"pending":   s.pending.len(),
+	status, code := "ok", http.StatusOK
+	if s.draining.Load() {
+		status, code = "shutting_down", http.StatusServiceUnavailable
+	}
+	writeJSON(w, code, map[string]any{
+		"status":              status,
+		"bridge_in_flight":    st.InFlight,
+		"takedowns_in_flight": len(s.takedowns),
+		"reads_in_flight":     len(s.reads),
 	})
 }
 
-// query asks the items service, bounded by SyncTimeout, and decodes the
+// query asks the items service, bounded by QueryTimeout, and decodes the
 // reply into v.
 func (s *Server) query(ctx context.Context, kind, id string, v any) error {
-	ctx, cancel := context.WithTimeout(ctx, s.cfg.SyncTimeout)
+	ctx, cancel := context.WithTimeout(ctx, s.cfg.QueryTimeout)
 	defer cancel()
 	msg, err := contract.Encode(s.cfg.Topics.Queries, id, contract.Query{Kind: kind, ID: id})
 	if err != nil {
@@ -541,38 +819,12 @@ func (s *Server) authorize(w http.ResponseWriter, r *http.Request) (tokenID stri
 	return "", false
 }
 
-// outcome is how a request over the Bridge ended, as HTTP.
+// outcome is how a read over the Bridge failed, as HTTP.
 type outcome struct {
 	status     int
-	result     *contract.TakedownResult // on success
-	code       string                   // on failure
+	code       string
 	message    string
-	retryAfter int  // seconds; 0 sends no Retry-After
-	expired    bool // no reply before the Call's expiry
-}
-
-func (o outcome) auditOutcome() string {
-	if o.result != nil {
-		return o.result.Status
-	}
-	return o.code
-}
-
-// takedownOutcome maps the end of a takedown's Call to HTTP.
-func takedownOutcome(reply *syncbridge.Message, err error) outcome {
-	if err != nil {
-		o := errorOutcome(err)
-		if o.expired {
-			o.code = "expired"
-			o.message = "the items service did not confirm the takedown in time; it may or may not have been applied, and retrying is safe (takedowns are idempotent)"
-		}
-		return o
-	}
-	var res contract.TakedownResult
-	if err := contract.Decode(reply, &res); err != nil {
-		return outcome{status: http.StatusBadGateway, code: "bad_gateway", message: err.Error()}
-	}
-	return outcome{status: http.StatusOK, result: &res}
+	retryAfter int // seconds; 0 sends no Retry-After
 }
 
 // errorOutcome maps a Bridge error to HTTP.
@@ -596,16 +848,15 @@ func errorOutcome(err error) outcome {
 	case errors.Is(err, syncbridge.ErrClosed):
 		return outcome{status: http.StatusServiceUnavailable, code: "shutting_down", message: "the API is shutting down; retry later", retryAfter: 5}
 	case errors.Is(err, syncbridge.ErrNoReply) && errors.Is(err, context.DeadlineExceeded):
-		return outcome{status: http.StatusGatewayTimeout, code: "timeout", message: "the items service did not answer in time", expired: true}
-	case errors.Is(err, syncbridge.ErrNoReply):
+		return outcome{status: http.StatusGatewayTimeout, code: "timeout", message: "the items service did not answer in time"}
+	case errors.Is(err, syncbridge.ErrNoReply), errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
 		return outcome{status: http.StatusServiceUnavailable, code: "cancelled", message: "the request was cancelled; retry later", retryAfter: 1}
-	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
-		return outcome{status: http.StatusServiceUnavailable, code: "cancelled", message: err.Error(), retryAfter: 1}
 	}
-	return outcome{status: http.StatusInternalServerError, code: "internal", message: err.Error()}
+	return outcome{status: http.StatusBadGateway, code: "bad_gateway", message: err.Error()}
 }
 
-// errorBody is the body of every error answer.
+// errorBody is the body of every error answer. Status "failed" on a
+// takedown means it was not applied and never will be.
 type errorBody struct {
 	Error      string `json:"error"`
 	Message    string `json:"message"`
@@ -614,31 +865,27 @@ type errorBody struct {
 	ItemID     string `json:"item_id,omitempty"`
 }
 
-// decodeJSON decodes r's body, one JSON object of at most max bytes with no
-// unknown fields, into v. It returns 413 or 400 with the error.
-func decodeJSON(w http.ResponseWriter, r *http.Request, max int64, v any) (int, error) {
-	r.Body = http.MaxBytesReader(w, r.Body, max)
-	dec := json.NewDecoder(r.Body)
-	dec.DisallowUnknownFields()
-	err := dec.Decode(v)
-	if err == nil {
-		if dec.Decode(&struct{}{}) != io.EOF {
-			err = errors.New("the body must hold exactly one JSON object")
-		}
+// readJSON reads r's body, at most max bytes, and decodes it strictly
+// (contract.Strict) into v. It returns 413 for a body over max bytes,
+// whatever it holds, and 400 for anything else wrong, with the error.
+func readJSON(w http.ResponseWriter, r *http.Request, max int64, v any) (int, error) {
+	if r.ContentLength > max {
+		return http.StatusRequestEntityTooLarge, fmt.Errorf("the body is larger than %d bytes", max)
 	}
-	if err == nil {
-		return 0, nil
-	}
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, max))
 	if mbe, ok := errors.AsType[*http.MaxBytesError](err); ok {
 		return http.StatusRequestEntityTooLarge, fmt.Errorf("the body is larger than %d bytes", mbe.Limit)
 	}
-	if errors.Is(err, io.EOF) {
-		err = errors.New("the body is empty")
+	if err != nil {
+		return http.StatusBadRequest, fmt.Errorf("the body could not be read: %v", err)
 	}
-	return http.StatusBadRequest, fmt.Errorf("malformed JSON: %v", err)
+	if err := contract.Strict(body, v); err != nil {
+		return http.StatusBadRequest, fmt.Errorf("malformed JSON: %v", err)
+	}
+	return 0, nil
 }
 
-// errorCode returns the error code of decodeJSON's status.
+// errorCode returns the error code of readJSON's status.
 func errorCode(status int) string {
 	if status == http.StatusRequestEntityTooLarge {
 		return "too_large"

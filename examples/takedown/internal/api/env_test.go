@@ -12,6 +12,7 @@ import (
 	"os"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -21,6 +22,8 @@ import (
 	"github.com/syncbridge/syncbridge"
 	"github.com/syncbridge/syncbridge/examples/takedown/internal/api"
 	"github.com/syncbridge/syncbridge/examples/takedown/internal/contract"
+	"github.com/syncbridge/syncbridge/examples/takedown/internal/db"
+	"github.com/syncbridge/syncbridge/examples/takedown/internal/dbtest"
 	"github.com/syncbridge/syncbridge/examples/takedown/internal/items"
 	"github.com/syncbridge/syncbridge/kafka"
 	"github.com/syncbridge/syncbridge/memory"
@@ -122,10 +125,12 @@ func shared[T any](t *testing.T, key string, mk func() T) T {
 
 // setup says how to build an env.
 type setup struct {
-	maxInFlight int           // of the Bridge; 0 means no limit
-	syncTimeout time.Duration // 0 means the backend's timeout
-	callTimeout time.Duration // 0 means twice the backend's timeout
-	maxBody     int64         // 0 means the default
+	maxTakedowns int           // 0 means the default
+	maxReads     int           // 0 means the default
+	syncTimeout  time.Duration // 0 means the backend's timeout
+	callTimeout  time.Duration // 0 means twice the backend's timeout
+	maxBody      int64         // 0 means the default
+	dsn          string        // the database; "" means a new SQLite file
 	// apiTransport, when set, wraps the transport the API replica uses.
 	apiTransport func(syncbridge.Transport) syncbridge.Transport
 }
@@ -144,6 +149,12 @@ type env struct {
 	events    *collector // the events topic
 	server    *api.Server
 	bridge    *syncbridge.Bridge
+	db        *db.DB
+	tr        syncbridge.Transport
+	setup     setup
+	// failTakedown, when it returns an error for a command, makes the
+	// items service fail it with CodeUnavailable.
+	failTakedown atomic.Pointer[func(contract.TakedownCommand) error]
 }
 
 func newEnv(t *testing.T, b backend, s setup) *env {
@@ -153,11 +164,26 @@ func newEnv(t *testing.T, b backend, s setup) *env {
 	e.reports.init(t)
 	e.topics = contract.DefaultTopics("t" + strings.ToLower(rand.Text()[:8]) + ".")
 	tr := b.open(t)
+	if s.dsn == "" {
+		s.dsn = dbtest.SQLite(t)
+	}
+	e.setup = s
+	e.tr = tr
+	e.db = dbtest.Open(t, s.dsn)
+	if _, err := items.Seed(t.Context(), e.db, 5); err != nil {
+		t.Fatal(err)
+	}
 
-	svc, err := items.New(tr, items.Options{
+	svc, err := items.New(t.Context(), tr, items.Options{
+		DB:     e.db,
 		Topics: e.topics,
 		Group:  e.topics.Takedowns + ".items",
 		BeforeTakedown: func(ctx context.Context, cmd contract.TakedownCommand) error {
+			if f := e.failTakedown.Load(); f != nil {
+				if err := (*f)(cmd); err != nil {
+					return err
+				}
+			}
 			return e.takedowns.wait(ctx, cmd.ItemID)
 		},
 		BeforeReport: func(ctx context.Context, r contract.Report) error { return e.reports.wait(ctx, r.ItemID) },
@@ -182,15 +208,29 @@ func newEnv(t *testing.T, b backend, s setup) *env {
 	if s.apiTransport != nil {
 		apiTr = s.apiTransport(tr)
 	}
-	e.bridge, e.server, e.url, e.client = newReplica(t, b, apiTr, e.topics, s, e.audit)
+	e.bridge, e.server, e.url, e.client = newReplica(t, b, apiTr, e.db, e.topics, s, e.audit)
 	return e
+}
+
+// replica is another API replica of an env, on its own Bridge and
+// database pool, sharing the env's transport and database.
+func (e *env) replica() (*api.Server, string) {
+	srv, url, _ := e.replicaDB()
+	return srv, url
+}
+
+// replicaDB is replica, which also returns the replica's database pool.
+func (e *env) replicaDB() (*api.Server, string, *db.DB) {
+	d := dbtest.Open(e.t, e.setup.dsn)
+	_, srv, url, _ := newReplica(e.t, e.b, e.tr, d, e.topics, e.setup, e.audit)
+	return srv, url, d
 }
 
 // newReplica starts an API replica on tr: Bridge, Server and HTTP server,
 // closed in the reverse order when the test ends.
-func newReplica(t *testing.T, b backend, tr syncbridge.Transport, topics contract.Topics, s setup, audit io.Writer) (*syncbridge.Bridge, *api.Server, string, *http.Client) {
+func newReplica(t *testing.T, b backend, tr syncbridge.Transport, d *db.DB, topics contract.Topics, s setup, audit io.Writer) (*syncbridge.Bridge, *api.Server, string, *http.Client) {
 	t.Helper()
-	br, err := syncbridge.New(context.Background(), tr, syncbridge.WithReplyTopic(topics.Replies), syncbridge.WithMaxInFlight(s.maxInFlight))
+	br, err := syncbridge.New(t.Context(), tr, syncbridge.WithReplyTopic(topics.Replies))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -206,9 +246,10 @@ func newReplica(t *testing.T, b backend, tr syncbridge.Transport, topics contrac
 		s.callTimeout = 2 * b.timeout
 	}
 	srv, err := api.New(api.Config{
-		Bridge: br, Transport: tr, Topics: topics, Tokens: tokens,
+		Bridge: br, Transport: tr, DB: d, Topics: topics, Tokens: tokens,
 		Audit:       slog.New(slog.NewJSONHandler(audit, nil)),
-		SyncTimeout: s.syncTimeout, CallTimeout: s.callTimeout, MaxBody: s.maxBody,
+		SyncTimeout: s.syncTimeout, QueryTimeout: b.timeout, CallTimeout: s.callTimeout, MaxBody: s.maxBody,
+		MaxTakedowns: s.maxTakedowns, MaxReads: s.maxReads, PollInterval: 5 * time.Millisecond,
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -394,16 +435,44 @@ func (c *collector) waitFor(t *testing.T, d time.Duration, what string, ok func(
 	}
 }
 
-// syncBuffer is a bytes.Buffer safe for concurrent use.
+// syncBuffer is a bytes.Buffer safe for concurrent use, whose writes a
+// test can wait for.
 type syncBuffer struct {
-	mu  sync.Mutex // protects buf
-	buf bytes.Buffer
+	mu      sync.Mutex // protects buf, changed
+	buf     bytes.Buffer
+	changed chan struct{} // closed and replaced on every write
 }
 
 func (b *syncBuffer) Write(p []byte) (int, error) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
+	if b.changed != nil {
+		close(b.changed)
+	}
+	b.changed = make(chan struct{})
 	return b.buf.Write(p)
+}
+
+// waitFor waits up to d until the buffer holds s.
+func (b *syncBuffer) waitFor(t *testing.T, d time.Duration, s string) {
+	t.Helper()
+	timeout := time.After(d)
+	for {
+		b.mu.Lock()
+		if b.changed == nil {
+			b.changed = make(chan struct{})
+		}
+		found, changed := strings.Contains(b.buf.String(), s), b.changed
+		b.mu.Unlock()
+		if found {
+			return
+		}
+		select {
+		case <-changed:
+		case <-timeout:
+			t.Fatalf("timed out after %v waiting for %q in:\n%s", d, s, b.buf.String())
+		}
+	}
 }
 
 // records returns the JSON log records written so far.

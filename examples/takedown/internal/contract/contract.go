@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"regexp"
 	"time"
+	"unicode/utf8"
 
 	"github.com/syncbridge/syncbridge"
 )
@@ -28,9 +29,9 @@ type Topics struct {
 	// Reports carries Report messages, fire-and-forget: the items service
 	// consumes them as a consumer group and answers nothing.
 	Reports string
-	// Events carries domain events (see EventHeader). Every items-service
-	// instance applies them to its catalogue, its own included, so that
-	// instances converge.
+	// Events carries domain events (see EventHeader), for the services
+	// that react to them. The items service publishes them from its
+	// outbox, at least once.
 	Events string
 	// Replies is the reply topic of the API's Bridge. Replicas may share it
 	// (each drops the others' replies) or each use its own.
@@ -57,16 +58,39 @@ const (
 	CodeNotFound = "not_found"
 	// CodeInvalid: the request could not be decoded or is incomplete.
 	CodeInvalid = "invalid"
-	// CodeUnavailable: the service is stopping, or could not publish the
-	// domain event; nothing was changed and the request may be retried.
+	// CodeUnavailable: the service is stopping, or its database failed;
+	// nothing was recorded. A takedown command that got it may still be
+	// applied if it is delivered again: fence it off with ActionCancel.
 	CodeUnavailable = "unavailable"
 )
 
-// Takedown statuses, as reported by TakedownResult.Status.
+// Takedown statuses, as reported by TakedownResult.Status. Every status
+// but StatusPending is final: the items service records it with the
+// takedown ID, and answers it again for that ID, whatever happens later.
 const (
-	StatusRemoved        = "removed"
+	// StatusRemoved: this takedown removed the item.
+	StatusRemoved = "removed"
+	// StatusAlreadyRemoved: another takedown had removed the item before.
 	StatusAlreadyRemoved = "already_removed"
+	// StatusNotFound: no such item; nothing was applied.
+	StatusNotFound = "not_found"
+	// StatusExpired: the command was not taken up before its ExpiresAt;
+	// it was not applied and never will be.
+	StatusExpired = "expired"
+	// StatusCancelled: the takedown was cancelled (ActionCancel) before
+	// the command was taken up; it was not applied and never will be.
+	StatusCancelled = "cancelled"
+	// StatusPending: not final; the answer to ActionExpire before the
+	// command's ExpiresAt, and to a query for a takedown the items
+	// service has not taken up yet.
+	StatusPending = "pending"
 )
+
+// Applied reports whether status says the takedown took the item down,
+// now or before (removed or already removed).
+func Applied(status string) bool {
+	return status == StatusRemoved || status == StatusAlreadyRemoved
+}
 
 // Report statuses, as reported by ReportStatus.Status. The API reports
 // StatusReceived itself, for a report it published that the items service
@@ -77,25 +101,53 @@ const (
 	StatusRejected = "rejected"
 )
 
-// TakedownCommand asks the items service to take an item down. It is
-// idempotent: a second command for a removed item reports
-// StatusAlreadyRemoved, and a redelivered command (same TakedownID) gets
-// the first one's result again.
+// Actions of a TakedownCommand.
+const (
+	// ActionTakedown (the zero value) takes the item down.
+	ActionTakedown = ""
+	// ActionCancel records the takedown as StatusCancelled unless it has an
+	// outcome already, and answers the outcome: a fence, after which the
+	// takedown command is never applied.
+	ActionCancel = "cancel"
+	// ActionExpire is ActionCancel for a takedown past its ExpiresAt: it
+	// records StatusExpired, and answers StatusPending (changing nothing)
+	// before ExpiresAt.
+	ActionExpire = "expire"
+)
+
+// TakedownCommand asks the items service to take an item down, or to fence
+// a takedown off (Action). The TakedownID is the idempotency key: the
+// items service records the outcome with it, in the transaction that
+// applies the takedown, and answers a command whose ID it has seen with
+// the outcome it recorded the first time.
 type TakedownCommand struct {
 	TakedownID  string    `json:"takedown_id"`
 	ItemID      string    `json:"item_id"`
+	Action      string    `json:"action,omitempty"`
 	Reason      string    `json:"reason"`
 	CaseRef     string    `json:"case_ref"`
 	RequestedBy string    `json:"requested_by"` // the token's ID, never the token
 	RequestedAt time.Time `json:"requested_at"`
+	// ExpiresAt is when the command stops being valid: taken up after it,
+	// it is recorded as StatusExpired and not applied. Zero means never.
+	ExpiresAt time.Time `json:"expires_at"`
 }
 
-// TakedownResult is the reply to a TakedownCommand.
+// TakedownResult is the reply to a TakedownCommand, and to a Query for a
+// takedown: the outcome the items service recorded.
 type TakedownResult struct {
-	TakedownID string    `json:"takedown_id"`
-	ItemID     string    `json:"item_id"`
-	Status     string    `json:"status"`
-	RemovedAt  time.Time `json:"removed_at"`
+	TakedownID string `json:"takedown_id"`
+	ItemID     string `json:"item_id"`
+	Status     string `json:"status"`
+	// RemovedAt is when the item was taken down (by RemovedBy, for
+	// StatusAlreadyRemoved); set only when Applied(Status).
+	RemovedAt *time.Time `json:"removed_at,omitempty"`
+	// RemovedBy is the takedown that removed the item, set with
+	// StatusAlreadyRemoved.
+	RemovedBy string `json:"removed_by,omitempty"`
+	// RecordedAt is when the items service recorded this outcome; zero
+	// with StatusPending.
+	RecordedAt time.Time `json:"recorded_at,omitzero"`
 }
 
 // Query kinds.
@@ -190,6 +242,21 @@ func ValidID(id string) bool {
 	return len(id) > 0 && len(id) <= MaxIDLen && idPattern.MatchString(id)
 }
 
+// ValidText reports whether s is acceptable free text: valid UTF-8
+// without control characters other than tab, newline and carriage return
+// (a NUL byte, in particular, which PostgreSQL cannot store).
+func ValidText(s string) bool {
+	if !utf8.ValidString(s) {
+		return false
+	}
+	for _, r := range s {
+		if (r < 0x20 && r != '\t' && r != '\n' && r != '\r') || r == 0x7f {
+			return false
+		}
+	}
+	return true
+}
+
 // Encode returns a message for topic whose value is v as JSON, keyed by
 // key. Headers are optional.
 func Encode(topic, key string, v any, headers ...syncbridge.Header) (syncbridge.Message, error) {
@@ -200,7 +267,17 @@ func Encode(topic, key string, v any, headers ...syncbridge.Header) (syncbridge.
 	return syncbridge.Message{Topic: topic, Key: []byte(key), Value: b, Headers: headers}, nil
 }
 
-// Decode decodes msg's value into v, which must be a pointer.
+// DecodeStrict decodes msg's value into v, a pointer to a struct, as
+// Strict does: for requests, which must be exactly what the contract says.
+func DecodeStrict(msg *syncbridge.Message, v any) error {
+	if err := Strict(msg.Value, v); err != nil {
+		return fmt.Errorf("decode %T from %q: %w", v, msg.Topic, err)
+	}
+	return nil
+}
+
+// Decode decodes msg's value into v, which must be a pointer: for replies
+// and events, which may gain fields.
 func Decode(msg *syncbridge.Message, v any) error {
 	if err := json.Unmarshal(msg.Value, v); err != nil {
 		return fmt.Errorf("decode %T from %q: %w", v, msg.Topic, err)
