@@ -16,6 +16,11 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	promexp "go.opentelemetry.io/otel/exporters/prometheus"
+	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
+
 	"github.com/syncbridge/syncbridge"
 	"github.com/syncbridge/syncbridge/examples/takedown/internal/api"
 	"github.com/syncbridge/syncbridge/examples/takedown/internal/contract"
@@ -23,6 +28,7 @@ import (
 	"github.com/syncbridge/syncbridge/examples/takedown/internal/items"
 	"github.com/syncbridge/syncbridge/kafka"
 	"github.com/syncbridge/syncbridge/memory"
+	sbotel "github.com/syncbridge/syncbridge/otel"
 )
 
 func main() {
@@ -250,9 +256,22 @@ func serveAPI(ctx context.Context, c config, t syncbridge.Transport, d *db.DB, t
 	}
 	audit := slog.New(slog.NewJSONHandler(auditOut, nil)).With("log", "audit")
 
+	// Metrics: OpenTelemetry instruments on the Bridge (syncbridge/otel),
+	// exported for Prometheus at /metrics, on a registry of this server's
+	// own.
+	promReg := prometheus.NewRegistry()
+	exp, err := promexp.New(promexp.WithRegisterer(promReg))
+	if err != nil {
+		return err
+	}
+	mp := sdkmetric.NewMeterProvider(sdkmetric.WithReader(exp))
+	defer func() { err = errors.Join(err, mp.Shutdown(context.Background())) }()
+	tel := sbotel.New(sbotel.WithMeterProvider(mp))
+
 	var b *syncbridge.Bridge
 	err = retryUnknownTopic(ctx, logger, func() (err error) {
 		b, err = syncbridge.New(ctx, t,
+			tel.Option(),
 			syncbridge.WithReplyTopic(c.replyTopic),
 			syncbridge.WithMaxInFlight(api.BridgeInFlight(c.maxTakedowns, c.maxReads)))
 		return err
@@ -261,6 +280,9 @@ func serveAPI(ctx context.Context, c config, t syncbridge.Transport, d *db.DB, t
 		return err
 	}
 	defer func() { err = errors.Join(err, b.Close()) }()
+	if reg, err := tel.ObserveBridge(b); err == nil {
+		defer reg.Unregister()
+	}
 	srv, err := api.New(api.Config{
 		Bridge: b, Transport: t, DB: d, Topics: topics, Tokens: tokens, Audit: audit, Logger: logger,
 		SyncTimeout: c.syncTimeout, CallTimeout: c.callTimeout, MaxTakedowns: c.maxTakedowns, MaxReads: c.maxReads,
@@ -272,8 +294,11 @@ func serveAPI(ctx context.Context, c config, t syncbridge.Transport, d *db.DB, t
 	if err != nil {
 		return err
 	}
+	mux := http.NewServeMux()
+	mux.Handle("GET /metrics", promhttp.HandlerFor(promReg, promhttp.HandlerOpts{}))
+	mux.Handle("/", srv)
 	hs := &http.Server{
-		Handler:           srv,
+		Handler:           mux,
 		ReadHeaderTimeout: 5 * time.Second,
 		ReadTimeout:       10 * time.Second,
 		WriteTimeout:      max(c.syncTimeout, api.DefaultMaxWait) + 10*time.Second,

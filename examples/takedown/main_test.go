@@ -47,6 +47,18 @@ func TestRun(t *testing.T) {
 	if status != http.StatusOK || first["status"] != "removed" {
 		t.Fatalf("takedown: %d %v", status, first)
 	}
+	// The request-duration histogram of the Bridge (syncbridge/otel), for
+	// Prometheus.
+	metrics := scrape(t, base+"/metrics")
+	for _, want := range []string{
+		`messaging_client_operation_duration_seconds_bucket{`,
+		`messaging_operation_name="request"`,
+		`messaging_destination_name="takedown.commands"`,
+	} {
+		if !strings.Contains(metrics, want) {
+			t.Errorf("/metrics after a takedown lacks %s:\n%s", want, metrics)
+		}
+	}
 	status, _ = post(t, base+"/v1/takedowns", "wrong", `{"item_id":"itm-1001","reason":"r","case_ref":"c"}`)
 	if status != http.StatusUnauthorized {
 		t.Fatalf("takedown with a wrong token: %d", status)
@@ -259,6 +271,21 @@ func (p *proc) stop(t *testing.T, want int) {
 	case <-time.After(30 * time.Second):
 		t.Fatalf("run did not return after its context ended; stderr:\n%s", p.stderr.String())
 	}
+}
+
+// scrape GETs a Prometheus /metrics page.
+func scrape(t *testing.T, url string) string {
+	t.Helper()
+	res, err := http.Get(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer res.Body.Close()
+	raw, err := io.ReadAll(res.Body)
+	if err != nil || res.StatusCode != http.StatusOK {
+		t.Fatalf("GET %s: %d, %v", url, res.StatusCode, err)
+	}
+	return string(raw)
 }
 
 // post POSTs body with the bearer token and returns the status and the
