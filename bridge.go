@@ -149,6 +149,9 @@ func (b *Bridge) outgoing(c *Call, msg *Message) Message {
 		Header{Key: h.CorrelationID, Value: buf[:idLen:idLen]},
 		Header{Key: h.ReplyTopic, Value: b.replyTo},
 		Header{Key: h.Deadline, Value: buf[idLen:len(buf):len(buf)]})
+	if c.g != nil { // a Gather asks each responder to say who it is
+		hdrs = append(hdrs, Header{Key: h.Responder, Value: []byte{}})
+	}
 	if ps := b.cfg.replyParts; len(ps) > 0 {
 		p := ps[int(b.part.Add(1))%len(ps)]
 		hdrs = append(hdrs, Header{Key: h.ReplyPartition, Value: b.cfg.dialect.appendReplyPartition(buf[len(buf):len(buf):cap(buf)], p)}) // dialect.go
@@ -230,7 +233,7 @@ func (b *Bridge) recycle(c *Call) {
 		return
 	}
 	ch := c.ch // empty again: end sent its one wake-up, and Request took it
-	*c = Call{ch: ch}
+	*c = Call{ch: ch} // ctxEnded is false: recycled Calls never had x
 	b.calls.Put(c)
 }
 

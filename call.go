@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -28,11 +29,12 @@ type Call struct {
 	// Set before the Call is shared, read-only after.
 	ch chan struct{} // Request's wake-up, capacity 1; nil for Go
 
-	mu         sync.Mutex // protects the fields below, and those of x
-	publishing bool       // handed to the transport, verdict not known yet
-	ending     bool       // end began: no new watchers
-	ended      bool       // reply and err are final
-	watching   bool       // watch ran
+	mu         sync.Mutex  // protects the fields below, and those of x
+	publishing bool        // handed to the transport, verdict not known yet
+	ending     bool        // end began: no new watchers
+	ended      bool        // reply and err are final
+	watching   bool        // watch ran
+	ctxEnded   atomic.Bool // cancelCtx ran: x.ctxErr is set
 	done       chan struct{}
 	reply      *Message
 	err        error
@@ -281,17 +283,10 @@ func (c *Call) end(reply *Message, err error, o outcome) {
 	if c.g != nil && c.g.ended(o) > 0 && (o == outCanceled || o == outTimedOut) {
 		err, o = nil, outReply // a gathering that got replies succeeded
 	}
-	c.mu.Lock()
-	c.ending = true // no new watchers
-	stop, timer := c.stop, c.timer
-	transportWatches := c.x != nil && (c.x.ctxDone != nil || len(c.x.afters) > 0)
-	c.mu.Unlock()
-	c.stopWatching(stop, timer)
-	if transportWatches {
-		c.cancelCtx(context.Canceled) // the Call is over: let the transport go
-	}
-	b.stats.outcomes[o].Add(1)
 	if hi := c.hi; hi != nil {
+		c.mu.Lock()
+		c.ending = true // published no longer writes hi
+		c.mu.Unlock()
 		hi.Outcome, hi.Err, hi.Reply, hi.Duration = Outcome(o), err, reply, time.Since(hi.Start)
 		if re, ok := err.(*RemoteError); ok {
 			hi.Reply = re.Reply
@@ -300,6 +295,7 @@ func (c *Call) end(reply *Message, err error, o outcome) {
 			h.OnRequestEnd(hi)
 		}
 	}
+	b.stats.outcomes[o].Add(1)
 	// The slot is released before the end shows, so that a caller woken
 	// by the Call can start its next request within MaxInFlight at once,
 	// and Stats never shows an ended Call in flight.
@@ -307,11 +303,18 @@ func (c *Call) end(reply *Message, err error, o outcome) {
 		b.release()
 	}
 	c.mu.Lock()
+	c.ending = true // no new watchers; those started meanwhile are stopped here
 	c.reply, c.err, c.ended = reply, err, true
 	if c.done != nil {
 		close(c.done)
 	}
+	stop, timer := c.stop, c.timer
+	transportWatches := c.x != nil && (c.x.ctxDone != nil || len(c.x.afters) > 0)
 	c.mu.Unlock()
+	c.stopWatching(stop, timer)
+	if transportWatches {
+		c.cancelCtx(context.Canceled) // the Call is over: let the transport go
+	}
 	if c.ch != nil {
 		c.ch <- struct{}{}
 	}
@@ -391,13 +394,10 @@ func (x *callCtx) Value(key any) any { return x.parent.Value(key) }
 
 func (x *callCtx) Err() error {
 	c := (*Call)(x)
-	c.mu.Lock()
-	var err error
-	if c.x != nil {
-		err = c.x.ctxErr
-	}
-	c.mu.Unlock()
-	if err != nil {
+	if c.ctxEnded.Load() {
+		c.mu.Lock()
+		err := c.x.ctxErr
+		c.mu.Unlock()
 		return err
 	}
 	// The deadline shows once the Call's watchers (or Request, which
@@ -455,6 +455,7 @@ func (c *Call) cancelCtx(err error) {
 		return
 	}
 	e.ctxErr = err
+	c.ctxEnded.Store(true)
 	if e.ctxDone != nil {
 		close(e.ctxDone)
 	}

@@ -29,9 +29,10 @@ type HeaderNames struct {
 	// ErrorDescription carries an error reply's description. Default
 	// "syncbridge_errorDescription".
 	ErrorDescription string
-	// Responder carries, on a Responder's replies, the name of its group,
-	// so that Gather counts one reply per group (several members of one
-	// group may answer a redelivered request). Default
+	// Responder, on a Gather's request (empty), asks responders to say
+	// who they are; on a Responder's reply to it, it carries the name of
+	// its group, so that Gather counts one reply per group (several
+	// members of one group may answer a redelivered request). Default
 	// "syncbridge_responder".
 	Responder string
 }

@@ -379,8 +379,8 @@ func TestForwardedHeaders(t *testing.T) {
 	if v, _ := reply.Header("traceparent"); string(v) != "00-1" {
 		t.Errorf("traceparent = %q, want it passed through", v)
 	}
-	if n := len(reply.Headers); n != 3 { // traceparent, the correlation ID, the responder
-		t.Errorf("reply headers %v, want traceparent, one correlation ID and one responder", reply.Headers)
+	if n := len(reply.Headers); n != 2 { // traceparent and the correlation ID
+		t.Errorf("reply headers %v, want traceparent and one correlation ID", reply.Headers)
 	}
 	if st := down.Stats(); st.Waiting != 0 || st.Replies != 1 {
 		t.Errorf("inner bridge %+v", st)

@@ -87,7 +87,7 @@ func NewResponder(ctx context.Context, t Transport, topic string, h ReplyHandler
 type inbound struct {
 	req  Message
 	ctx  deadlineCtx
-	hdrs [2]Header // the correlation ID and responder of a plain reply
+	hdrs [1]Header // the correlation ID of a plain reply
 }
 
 // serve handles one request: the transport's Handler. It returns once the
@@ -109,7 +109,7 @@ func (r *Responder) serve(_ context.Context, msg Message) {
 	case !now.Before(deadline):
 		r.skip(SkipExpired, req, fmt.Errorf("syncbridge: deadline %v passed", deadline))
 		return
-	case deadline.Sub(now) > r.cfg.maxTimeout:
+	case deadline.UnixNano()-now.UnixNano() > int64(r.cfg.maxTimeout): // no Sub: cheaper
 		deadline = now.Add(r.cfg.maxTimeout)
 	}
 	in.ctx.deadline = deadline
@@ -144,7 +144,10 @@ func (r *Responder) serve(_ context.Context, msg Message) {
 			out.Headers = append(out.Headers, x)
 		}
 	}
-	out.Headers = append(out.Headers, Header{Key: h.CorrelationID, Value: ri.id}, Header{Key: h.Responder, Value: r.groupName})
+	out.Headers = append(out.Headers, Header{Key: h.CorrelationID, Value: ri.id})
+	if ri.gather { // Gather counts one reply per responder group
+		out.Headers = append(out.Headers, Header{Key: h.Responder, Value: r.groupName})
+	}
 	var re *RemoteError // the error reply's, nil for a normal reply
 	if err != nil {
 		r.stats.failed.Add(1)
@@ -161,19 +164,19 @@ func (r *Responder) serve(_ context.Context, msg Message) {
 	if r.cfg.dialect.nestReply(&ri) {
 		out.Headers = appendNestHeaders(out.Headers, re)
 	}
+	// The reply is published within the request's deadline: past it,
+	// Publish refuses it (ErrNotSent), since nobody waits for it any more.
 	var pctx context.Context = ctx
-	switch {
-	case ctx.Err() == nil:
-	case time.Now().Before(deadline): // cancelled by Close: the caller still waits, answer it
+	if ctx.canceled() { // by Close: the caller still waits, answer it
 		var cancel context.CancelFunc
 		pctx, cancel = context.WithDeadline(context.Background(), deadline)
 		defer cancel()
-	default:
-		// Nobody waits for this reply any more: the deadline passed.
-		r.stats.replyExpired.Add(1)
-		return
 	}
 	if hi != nil {
+		if !time.Now().Before(deadline) { // no reply hooks for a reply nobody waits for
+			r.stats.replyExpired.Add(1)
+			return
+		}
 		m := out // on the heap only when there are hooks
 		for _, h := range r.hooks.replyPub {
 			h.OnReplyPublish(hi, &m)
@@ -181,7 +184,15 @@ func (r *Responder) serve(_ context.Context, msg Message) {
 		out = m
 		hi.Reply = &m
 	}
-	if perr := r.t.Publish(pctx, out); perr != nil {
+	switch perr := r.t.Publish(pctx, out); {
+	case perr == nil:
+	case errors.Is(perr, context.DeadlineExceeded) && errors.Is(perr, ErrNotSent):
+		// Nobody waits for this reply any more: the deadline passed.
+		r.stats.replyExpired.Add(1)
+		if hi != nil {
+			hi.Reply = nil
+		}
+	default:
 		r.stats.replyFails.Add(1)
 		if hi != nil {
 			hi.ReplyErr = perr

@@ -87,6 +87,9 @@ type requestInfo struct {
 	// it (see Dialect).
 	decimalPartition bool
 	deadline         time.Time // zero when the request carried none
+	// gather: the request asks who answers (the Responder header), as
+	// Gather's do.
+	gather bool
 }
 
 // parseRequest reads the routing headers of a request. last, when not nil,
@@ -109,6 +112,8 @@ func parseRequest(msg *Message, h *HeaderNames, last *atomic.Pointer[string]) (r
 			part, hasPart = x.Value, true
 		case x.Key == h.Deadline && !hasDL:
 			dl, hasDL = x.Value, true
+		case x.Key == h.Responder:
+			ri.gather = true
 		}
 	}
 	if len(id) == 0 {
