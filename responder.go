@@ -112,7 +112,7 @@ func (r *Responder) serve(_ context.Context, msg Message) {
 	case deadline.UnixNano()-now.UnixNano() > int64(r.cfg.maxTimeout): // no Sub: cheaper
 		deadline = now.Add(r.cfg.maxTimeout)
 	}
-	in.ctx.deadline = deadline
+	in.ctx.deadline = deadline.UnixNano()
 	in.ctx.r = r
 	ctx := &in.ctx
 	r.stats.inProgress.Add(1)
