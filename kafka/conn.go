@@ -41,15 +41,17 @@ const connMaxIdle = time.Minute
 // roundTrip sends req on the connection, dialing it first if needed, and
 // returns the response. It returns when ctx ends, or RequestTimeout after
 // it began, at the latest. After an error the connection is closed; the
-// next call dials again.
-func (c *brokerConn) roundTrip(ctx context.Context, req protocol.Message) (protocol.Message, error) {
+// next call dials again. written reports whether req may have reached the
+// broker: false when the error came before anything was written (dialing,
+// TLS, SASL).
+func (c *brokerConn) roundTrip(ctx context.Context, req protocol.Message) (res protocol.Message, written bool, err error) {
 	now := time.Now()
 	if c.pc != nil && now.Sub(c.lastUsed) > connMaxIdle {
 		c.close()
 	}
 	if c.pc == nil {
 		if err := c.dial(ctx); err != nil {
-			return nil, err
+			return nil, false, err
 		}
 	}
 	deadline := now.Add(c.t.cfg.requestTimeout)
@@ -60,7 +62,7 @@ func (c *brokerConn) roundTrip(ctx context.Context, req protocol.Message) (proto
 	_ = nc.SetDeadline(deadline)
 	// Cancellation (Close, a generation's end) interrupts the round trip.
 	stop := context.AfterFunc(ctx, func() { _ = nc.SetDeadline(time.Unix(1, 0)) })
-	res, err := c.pc.RoundTrip(req)
+	res, err = c.pc.RoundTrip(req)
 	if !stop() {
 		// The deadline was, or is being, pulled in: the connection is
 		// done for, whatever the outcome.
@@ -69,12 +71,12 @@ func (c *brokerConn) roundTrip(ctx context.Context, req protocol.Message) (proto
 	if err != nil {
 		c.close()
 		if ctx.Err() != nil {
-			return nil, ctx.Err()
+			return nil, true, ctx.Err()
 		}
-		return nil, err
+		return nil, true, err
 	}
 	c.lastUsed = time.Now()
-	return res, nil
+	return res, true, nil
 }
 
 func (c *brokerConn) close() {

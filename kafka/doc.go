@@ -8,16 +8,27 @@
 //
 // # Publishing
 //
-// Publish returns once the broker acknowledged the message (from every
-// in-sync replica by default, see RequiredAcks). There is no linger: each
-// broker has one produce loop, which sends at once when no produce request
-// is in flight, and otherwise gathers everything published meanwhile into
-// the next request, across partitions and topics. A lone request pays one
-// network round trip; under load, requests grow as fat as the load makes
-// them (capped by MaxProduceBytes). Messages with a key go to the partition
-// the Java client's default partitioner picks (murmur2), keyless ones round
-// robin, and UsePartition pins one. Retriable errors are retried with fresh
-// metadata until the caller's context ends.
+// PublishAsync hands a message to the produce loop of its partition's
+// leader and returns at once (Publish is PublishAsync plus a wait); its
+// callback gets the broker's acknowledgement (from every in-sync replica
+// by default, see RequiredAcks). There is no linger: each broker has one
+// produce loop, which sends at once when no produce request is in flight,
+// and otherwise gathers everything published meanwhile into the next
+// request, across partitions and topics. A lone request pays one network
+// round trip; under load, requests grow as fat as the load makes them
+// (capped by MaxProduceBytes). Messages with a key go to the partition the
+// Java client's default partitioner picks (murmur2), keyless ones round
+// robin, and UsePartition pins one. Retriable errors are retried in the
+// background with fresh metadata, on the partition first chosen, until the
+// caller's context ends.
+//
+// Errors say whether a message may have been written. A message whose
+// context ends while it waits in a queue is dropped and never sent: its
+// error wraps syncbridge.ErrNotSent. So do the broker's refusals (message
+// too large, unknown topic or partition, authorization) and errors after
+// Close for messages not yet sent. A message whose context ends while a
+// produce request carrying it is in flight, or whose request got no
+// answer, may have been written: its error does not wrap ErrNotSent.
 //
 // # Subscribing
 //

@@ -230,7 +230,7 @@ func (rd *reader) fetch(ctx context.Context, conn *brokerConn, curs []*cursor) (
 		Topics:       []fetch.RequestTopic{{Topic: rd.topic, Partitions: parts}},
 	}
 	t.stats.fetchRequests.Add(1)
-	r, err := conn.roundTrip(ctx, req)
+	r, _, err := conn.roundTrip(ctx, req)
 	if err != nil {
 		if ctx.Err() == nil {
 			t.stats.fetchErrors.Add(1)

@@ -339,8 +339,8 @@ func TestPublishContext(t *testing.T) {
 		ctx, cancel := context.WithCancel(context.Background())
 		cancel()
 		err := tr.Publish(ctx, syncbridge.Message{Topic: topic, Value: []byte("x")})
-		if !errors.Is(err, context.Canceled) {
-			t.Fatalf("Publish: %v, want context.Canceled", err)
+		if !errors.Is(err, context.Canceled) || !errors.Is(err, syncbridge.ErrNotSent) {
+			t.Fatalf("Publish: %v, want context.Canceled and ErrNotSent", err)
 		}
 	})
 	t.Run("unresponsive broker", func(t *testing.T) {
@@ -397,8 +397,8 @@ func TestUnknownTopic(t *testing.T) {
 	tr := e.transport(t)
 	ctx := testCtx(t, 10*time.Second)
 	err := tr.Publish(ctx, syncbridge.Message{Topic: "no.such.topic", Value: []byte("x")})
-	if !errors.Is(err, kafka.ErrUnknownTopic) {
-		t.Errorf("Publish: %v, want ErrUnknownTopic", err)
+	if !errors.Is(err, kafka.ErrUnknownTopic) || !errors.Is(err, syncbridge.ErrNotSent) {
+		t.Errorf("Publish: %v, want ErrUnknownTopic and ErrNotSent", err)
 	}
 	_, err = tr.Subscribe(ctx, syncbridge.SubscribeConfig{Topic: "no.such.topic"}, func(context.Context, syncbridge.Message) {})
 	if !errors.Is(err, kafka.ErrUnknownTopic) {
@@ -424,8 +424,8 @@ func TestCreateTopics(t *testing.T) {
 	}
 	c.waitFor(t, 3, 10*time.Second)
 	err = tr.Publish(ctx, syncbridge.Message{Topic: topic, Partition: 3, UsePartition: true})
-	if !errors.Is(err, kafka.ErrUnknownPartition) {
-		t.Errorf("Publish to partition 3 of 3: %v, want ErrUnknownPartition", err)
+	if !errors.Is(err, kafka.ErrUnknownPartition) || !errors.Is(err, syncbridge.ErrNotSent) {
+		t.Errorf("Publish to partition 3 of 3: %v, want ErrUnknownPartition and ErrNotSent", err)
 	}
 }
 
@@ -459,8 +459,8 @@ func TestCloseEndsEverything(t *testing.T) {
 	if err := tr.Close(); err != nil {
 		t.Fatalf("second Close: %v", err)
 	}
-	if err := tr.Publish(ctx, syncbridge.Message{Topic: topic}); !errors.Is(err, syncbridge.ErrClosed) {
-		t.Errorf("Publish after Close: %v, want ErrClosed", err)
+	if err := tr.Publish(ctx, syncbridge.Message{Topic: topic}); !errors.Is(err, syncbridge.ErrClosed) || !errors.Is(err, syncbridge.ErrNotSent) {
+		t.Errorf("Publish after Close: %v, want ErrClosed and ErrNotSent", err)
 	}
 	if _, err := tr.Subscribe(ctx, syncbridge.SubscribeConfig{Topic: topic}, b.handle); !errors.Is(err, syncbridge.ErrClosed) {
 		t.Errorf("Subscribe after Close: %v, want ErrClosed", err)
@@ -638,8 +638,8 @@ func TestPublishTooLarge(t *testing.T) {
 	ctx := testCtx(t, 20*time.Second)
 	start := time.Now()
 	err := tr.Publish(ctx, syncbridge.Message{Topic: topic, Value: make([]byte, 3<<20)})
-	if !errors.Is(err, kafkago.MessageSizeTooLarge) {
-		t.Fatalf("Publish of 3 MiB: %v, want MessageSizeTooLarge", err)
+	if !errors.Is(err, kafkago.MessageSizeTooLarge) || !errors.Is(err, syncbridge.ErrNotSent) {
+		t.Fatalf("Publish of 3 MiB: %v, want MessageSizeTooLarge and ErrNotSent", err)
 	}
 	if !strings.HasPrefix(err.Error(), "syncbridge/kafka: ") {
 		t.Errorf("error %q lacks the package prefix", err)

@@ -67,6 +67,7 @@ type Transport struct {
 	mu        sync.Mutex // protects closed, producers, subs, shared
 	closed    bool
 	producers map[int32]*producer
+	router    router
 	subs      map[closer]struct{}
 	shared    map[sharedKey]*sharedReader
 
@@ -151,6 +152,9 @@ func New(brokers []string, opts ...Option) (*Transport, error) {
 		conns:       make(map[*trackedConn]struct{}),
 	}
 	t.ctx, t.cancel = context.WithCancel(context.Background())
+	t.router = router{t: t, wake: make(chan struct{}, 1)}
+	t.wg.Add(1)
+	go t.router.run()
 	netDialer := &net.Dialer{Timeout: cfg.dialTimeout, KeepAlive: 30 * time.Second}
 	t.netDial = t.trackDial(netDialer.DialContext)
 	t.kt = &kafka.Transport{
@@ -276,6 +280,7 @@ type topicMeta struct {
 	partitions []int32         // sorted partition IDs
 	leaders    map[int32]int32 // partition ID -> leader broker ID, -1 if none
 	fetched    time.Time
+	refreshing atomic.Bool // a background refresh was started
 }
 
 func (m *topicMeta) has(p int32) bool {
@@ -286,6 +291,32 @@ func (m *topicMeta) has(p int32) bool {
 // metaCacheTTL bounds how long a topic's metadata is served from the
 // Transport's own cache, which mirrors kafka-go's.
 const metaCacheTTL = time.Second
+
+// cachedMeta returns the Transport's metadata of topic if it has metadata
+// younger than MetadataMaxAge, else nil; PublishAsync routes with it
+// without waiting. Past metaCacheTTL it asks the router to refresh it.
+func (t *Transport) cachedMeta(topic string) *topicMeta {
+	t.metaMu.Lock()
+	m := t.topics[topic]
+	t.metaMu.Unlock()
+	if m == nil {
+		return nil
+	}
+	age := time.Since(m.fetched)
+	if age >= t.cfg.metadataMaxAge {
+		return nil
+	}
+	if age >= metaCacheTTL && m.refreshing.CompareAndSwap(false, true) {
+		t.router.refresh(topic)
+	}
+	return m
+}
+
+// batchLimit returns the largest record batch the produce loop builds for
+// topic.
+func (t *Transport) batchLimit(topic string) int {
+	return t.cfg.maxProduceBytes
+}
 
 // topicMeta returns the partitions of topic and their leaders, creating the
 // topic first under CreateTopics.
