@@ -21,11 +21,12 @@ import (
 // produce loop or a fetch loop), which sends its requests on it itself:
 // kafka-go's Transport hands each request to a connection goroutine and
 // back, which costs a few tens of µs per round trip on the hot path.
-// Metadata, offsets and topic creation still go through kafka-go's
-// Transport. Not safe for concurrent use.
+// Control requests (metadata, offsets, topic creation) use pooled ones
+// (ctl.go). Not safe for concurrent use.
 type brokerConn struct {
 	t        *Transport
-	broker   int32
+	broker   int32  // -1 for a connection to addr
+	addr     string // when set, the address to dial instead of broker's
 	nc       net.Conn
 	pc       *protocol.Conn
 	lastUsed time.Time // end of the last round trip
@@ -90,7 +91,10 @@ func (c *brokerConn) close() {
 // negotiation and SASL included.
 func (c *brokerConn) dial(ctx context.Context) error {
 	t := c.t
-	addr, ok := t.brokerAddr(c.broker)
+	addr, ok := c.addr, true
+	if addr == "" {
+		addr, ok = t.brokerAddr(c.broker)
+	}
 	if !ok {
 		return fmt.Errorf("broker %d: %w", c.broker, kafka.BrokerNotAvailable)
 	}

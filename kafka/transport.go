@@ -55,8 +55,7 @@ var errClosedNotSent = fmt.Errorf("%w (%w)", errClosed, syncbridge.ErrNotSent)
 type Transport struct {
 	cfg       config
 	bootstrap []string
-	addr      net.Addr // the bootstrap brokers, as one kafka-go address
-	kt        *kafka.Transport
+	ctl       ctlPool       // idle connections for control requests
 	dial      *kafka.Dialer // for consumer group coordinator connections
 	log       *slog.Logger  // nil when logging is off
 
@@ -142,7 +141,6 @@ func New(brokers []string, opts ...Option) (*Transport, error) {
 	t := &Transport{
 		cfg:         cfg,
 		bootstrap:   slices.Clone(brokers),
-		addr:        kafka.TCP(brokers...),
 		log:         cfg.logger,
 		producers:   make(map[int32]*producer),
 		subs:        make(map[closer]struct{}),
@@ -157,16 +155,6 @@ func New(brokers []string, opts ...Option) (*Transport, error) {
 	go t.router.run()
 	netDialer := &net.Dialer{Timeout: cfg.dialTimeout, KeepAlive: 30 * time.Second}
 	t.netDial = t.trackDial(netDialer.DialContext)
-	t.kt = &kafka.Transport{
-		Dial:        t.netDial,
-		DialTimeout: cfg.dialTimeout,
-		IdleTimeout: time.Minute,
-		MetadataTTL: cfg.metadataMaxAge,
-		ClientID:    cfg.clientID,
-		TLS:         cfg.tls,
-		SASL:        cfg.sasl,
-		Context:     t.ctx,
-	}
 	t.dial = &kafka.Dialer{
 		ClientID:      cfg.clientID,
 		Timeout:       cfg.dialTimeout,
@@ -202,7 +190,7 @@ func (t *Transport) Close() error {
 	}
 	t.cancel()
 	t.wg.Wait()
-	t.kt.CloseIdleConnections()
+	t.closeCtl()
 	t.connMu.Lock()
 	for c := range t.conns {
 		_ = c.Conn.Close()
@@ -327,15 +315,12 @@ func (t *Transport) topicMeta(ctx context.Context, topic string) (*topicMeta, er
 	if m != nil && time.Since(m.fetched) < metaCacheTTL {
 		return m, nil
 	}
-	m, err := t.loadTopicMeta(ctx, topic, false)
-	if errors.Is(err, ErrUnknownTopic) {
-		if t.cfg.createTopics {
-			if err := t.createTopic(ctx, topic); err != nil {
-				return nil, err
-			}
+	m, err := t.loadTopicMeta(ctx, topic)
+	if errors.Is(err, ErrUnknownTopic) && t.cfg.createTopics {
+		if err := t.createTopic(ctx, topic); err != nil {
+			return nil, err
 		}
-		// Ask the broker itself: the cache may not know a new topic yet.
-		m, err = t.loadTopicMeta(ctx, topic, true)
+		m, err = t.loadTopicMeta(ctx, topic)
 		// A topic just created, here or by another process starting at the
 		// same time, takes a moment to appear in the broker's metadata:
 		// wait for it, within ctx.
@@ -347,7 +332,7 @@ func (t *Transport) topicMeta(ctx context.Context, topic string) (*topicMeta, er
 				return nil, fmt.Errorf("%w (waiting for it to appear: %w)", err, ctx.Err())
 			case <-timer.C:
 			}
-			m, err = t.loadTopicMeta(ctx, topic, true)
+			m, err = t.loadTopicMeta(ctx, topic)
 		}
 	}
 	if err != nil {
@@ -359,13 +344,12 @@ func (t *Transport) topicMeta(ctx context.Context, topic string) (*topicMeta, er
 	return m, nil
 }
 
-func (t *Transport) loadTopicMeta(ctx context.Context, topic string, ask bool) (*topicMeta, error) {
-	ctx, cancel := t.requestCtx(ctx)
-	defer cancel()
-	// kafka-go answers metadata requests from its cache, unless the topic
-	// is unknown there and AllowAutoTopicCreation is set: then it asks a
-	// broker, and waits for its cache to learn the topic if it exists.
-	r, err := t.kt.RoundTrip(ctx, t.addr, &meta.Request{TopicNames: []string{topic}, AllowAutoTopicCreation: ask})
+// loadTopicMeta asks a broker for the metadata of topic. It never asks the
+// broker to create the topic, whatever the broker's
+// auto.create.topics.enable says: a topic name taken from a message (a
+// reply topic) must not create anything.
+func (t *Transport) loadTopicMeta(ctx context.Context, topic string) (*topicMeta, error) {
+	r, err := t.ctlAny(ctx, &meta.Request{TopicNames: []string{topic}, AllowAutoTopicCreation: false})
 	if err != nil {
 		return nil, fmt.Errorf("syncbridge/kafka: metadata for %q: %w", topic, err)
 	}
@@ -403,9 +387,7 @@ func (t *Transport) loadTopicMeta(ctx context.Context, topic string, ask bool) (
 }
 
 func (t *Transport) createTopic(ctx context.Context, topic string) error {
-	ctx, cancel := t.requestCtx(ctx)
-	defer cancel()
-	r, err := t.kt.RoundTrip(ctx, t.addr, &createtopics.Request{
+	r, err := t.ctlAny(ctx, &createtopics.Request{
 		Topics: []createtopics.RequestTopic{{
 			Name:              topic,
 			NumPartitions:     t.cfg.createPartitions,
@@ -425,11 +407,10 @@ func (t *Transport) createTopic(ctx context.Context, topic string) error {
 	return nil
 }
 
-// refreshMetadata drops what the Transport and kafka-go know of the cluster,
+// refreshMetadata drops what the Transport knows of the cluster's topics,
 // after an error that says it is stale (not leader, unknown partition,
-// broker gone). kafka-go cannot be asked to refresh its cache, so its
-// connection pool is dropped: the next request builds a new one from fresh
-// metadata. At most one refresh happens per retry backoff.
+// broker gone): the next request asks a broker. At most one refresh happens
+// per retry backoff.
 func (t *Transport) refreshMetadata() {
 	t.metaMu.Lock()
 	if time.Since(t.lastRefresh) < t.cfg.retryBackoff {
@@ -439,7 +420,6 @@ func (t *Transport) refreshMetadata() {
 	t.lastRefresh = time.Now()
 	clear(t.topics)
 	t.metaMu.Unlock()
-	t.kt.CloseIdleConnections()
 }
 
 // requestCtx bounds one request by RequestTimeout, and by Close.
@@ -450,30 +430,46 @@ func (t *Transport) requestCtx(ctx context.Context) (context.Context, context.Ca
 }
 
 // listOffsets returns the offsets of the partitions of topic at ts
-// (kafka.LastOffset for the end, kafka.FirstOffset for the start).
+// (kafka.LastOffset for the end, kafka.FirstOffset for the start), asking
+// each partition's leader.
 func (t *Transport) listOffsets(ctx context.Context, topic string, parts []int32, ts int64) (map[int32]int64, error) {
-	ctx, cancel := t.requestCtx(ctx)
-	defer cancel()
-	req := &listoffsets.Request{
-		ReplicaID: -1,
-		Topics:    []listoffsets.RequestTopic{{Topic: topic}},
-	}
-	for _, p := range parts {
-		req.Topics[0].Partitions = append(req.Topics[0].Partitions, listoffsets.RequestPartition{
-			Partition: p, CurrentLeaderEpoch: -1, Timestamp: ts,
-		})
-	}
-	r, err := t.kt.RoundTrip(ctx, t.addr, req)
+	m, err := t.topicMeta(ctx, topic)
 	if err != nil {
-		return nil, fmt.Errorf("syncbridge/kafka: list offsets of %q: %w", topic, err)
+		return nil, err
+	}
+	byLeader := make(map[int32][]int32)
+	for _, p := range parts {
+		leader, ok := m.leaders[p]
+		if !ok {
+			return nil, fmt.Errorf("%w: %s[%d]", ErrUnknownPartition, topic, p)
+		}
+		if leader < 0 {
+			return nil, fmt.Errorf("syncbridge/kafka: list offsets of %s[%d]: %w", topic, p, kafka.LeaderNotAvailable)
+		}
+		byLeader[leader] = append(byLeader[leader], p)
 	}
 	out := make(map[int32]int64, len(parts))
-	for _, rt := range r.(*listoffsets.Response).Topics {
-		for _, rp := range rt.Partitions {
-			if rp.ErrorCode != 0 {
-				return nil, fmt.Errorf("syncbridge/kafka: list offsets of %s[%d]: %w", topic, rp.Partition, kafka.Error(rp.ErrorCode))
+	for leader, ps := range byLeader {
+		req := &listoffsets.Request{
+			ReplicaID: -1,
+			Topics:    []listoffsets.RequestTopic{{Topic: topic}},
+		}
+		for _, p := range ps {
+			req.Topics[0].Partitions = append(req.Topics[0].Partitions, listoffsets.RequestPartition{
+				Partition: p, CurrentLeaderEpoch: -1, Timestamp: ts,
+			})
+		}
+		r, err := t.ctlBroker(ctx, leader, req)
+		if err != nil {
+			return nil, fmt.Errorf("syncbridge/kafka: list offsets of %q: %w", topic, err)
+		}
+		for _, rt := range r.(*listoffsets.Response).Topics {
+			for _, rp := range rt.Partitions {
+				if rp.ErrorCode != 0 {
+					return nil, fmt.Errorf("syncbridge/kafka: list offsets of %s[%d]: %w", topic, rp.Partition, kafka.Error(rp.ErrorCode))
+				}
+				out[rp.Partition] = rp.Offset
 			}
-			out[rp.Partition] = rp.Offset
 		}
 	}
 	for _, p := range parts {
