@@ -76,7 +76,7 @@ func TestNoTopicFromInput(t *testing.T) {
 
 	// A Responder given requests that name reply topics that do not exist.
 	requests := e.topic(t, 1)
-	r, err := syncbridge.NewResponder(tr, requests, echo)
+	r, err := syncbridge.NewResponder(ctx, tr, requests, echo)
 	if err != nil {
 		t.Fatal(err)
 	}

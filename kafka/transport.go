@@ -36,7 +36,7 @@ var (
 var errClosed = fmt.Errorf("syncbridge/kafka: %w", syncbridge.ErrClosed)
 
 // errClosedNotSent is Publish's error after Close: nothing was sent.
-var errClosedNotSent = fmt.Errorf("%w (%w)", errClosed, syncbridge.ErrNotSent)
+var errClosedNotSent error = &notSentError{errClosed}
 
 // Transport is a syncbridge.Transport on Apache Kafka, built on kafka-go's
 // low-level protocol API. It is safe for concurrent use. Create it with New
