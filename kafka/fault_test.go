@@ -735,6 +735,14 @@ func TestDuplicateAndLateRepliesOnKafka(t *testing.T) {
 			t.Fatal("the request was not handled")
 		}
 		call.Cancel()
+		// The Call ends once the transport's verdict on the request is in:
+		// with an asynchronous publish, the handler may run before the
+		// acknowledgement arrives.
+		select {
+		case <-call.Done():
+		case <-time.After(wait):
+			t.Fatal("the cancelled Call did not end")
+		}
 		if _, err := call.Result(); !errors.Is(err, syncbridge.ErrNoReply) || !errors.Is(err, context.Canceled) {
 			t.Fatalf("cancelled Call = %v, want ErrNoReply and context.Canceled", err)
 		}
