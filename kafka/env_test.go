@@ -6,6 +6,7 @@ import (
 	"net"
 	"os"
 	"regexp"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -55,9 +56,20 @@ var nonTopic = regexp.MustCompile(`[^a-zA-Z0-9._-]+`)
 // returns its name.
 func (e *env) topic(t testing.TB, partitions int) string {
 	t.Helper()
+	return e.topicWith(t, partitions, nil)
+}
+
+// topicWith creates a fresh topic with the given number of partitions and
+// topic configs, and returns its name.
+func (e *env) topicWith(t testing.TB, partitions int, configs map[string]string) string {
+	t.Helper()
 	name := fmt.Sprintf("sb.%s.%d.%d", nonTopic.ReplaceAllString(t.Name(), "_"), time.Now().UnixNano()%1e6, topicSeq.Add(1))
 	if len(name) > 200 {
 		name = name[len(name)-200:]
+	}
+	var entries []kafkago.ConfigEntry
+	for k, v := range configs {
+		entries = append(entries, kafkago.ConfigEntry{ConfigName: k, ConfigValue: v})
 	}
 	tr := &kafkago.Transport{}
 	defer tr.CloseIdleConnections()
@@ -65,7 +77,7 @@ func (e *env) topic(t testing.TB, partitions int) string {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	res, err := client.CreateTopics(ctx, &kafkago.CreateTopicsRequest{Topics: []kafkago.TopicConfig{{
-		Topic: name, NumPartitions: partitions, ReplicationFactor: 1,
+		Topic: name, NumPartitions: partitions, ReplicationFactor: e.replication(), ConfigEntries: entries,
 	}}})
 	if err != nil {
 		t.Fatalf("create topic %s: %v", name, err)
@@ -74,6 +86,15 @@ func (e *env) topic(t testing.TB, partitions int) string {
 		t.Fatalf("create topic %s: %v", name, err)
 	}
 	return name
+}
+
+// replication is the replication factor of test topics: KAFKA_REPLICATION,
+// or 1.
+func (e *env) replication() int {
+	if n, err := strconv.Atoi(os.Getenv("KAFKA_REPLICATION")); err == nil && n > 0 {
+		return n
+	}
+	return 1
 }
 
 // transport returns a new Transport on e, closed when the test ends.

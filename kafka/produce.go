@@ -59,6 +59,7 @@ type pending struct {
 	// Owned by whoever holds the pending in a queue (router or loop).
 	attempt   int       // retries so far
 	notBefore time.Time // the router holds it until then
+	alone     bool      // send it in a batch of its own
 
 	lastErr atomic.Pointer[error] // the last retriable error; read by ctxEnded
 }
@@ -540,10 +541,13 @@ func (p *producer) sendSome(rest []*pending) []*pending {
 		limit := t.batchLimit(r.topic)
 		i := find(r)
 		var fits bool
-		if i < 0 {
+		switch {
+		case r.alone && i >= 0:
+			fits = false
+		case i < 0:
 			// A new batch; alone in the request, it is sent whatever its size.
 			fits = reqSize == 0 || reqSize+batchOverhead+r.size <= t.cfg.maxProduceBytes
-		} else {
+		default:
 			fits = parts[i].size+r.size <= limit && reqSize+r.size <= t.cfg.maxProduceBytes
 		}
 		if !fits {
@@ -565,7 +569,7 @@ func (p *producer) sendSome(rest []*pending) []*pending {
 		parts[i].recs = append(parts[i].recs, r)
 		parts[i].size += r.size
 		reqSize += r.size
-		if parts[i].size > limit {
+		if parts[i].size > limit || r.alone {
 			// Too large for a batch of the topic: it goes alone, so that
 			// the broker's refusal fails it and nothing else.
 			if full == nil {
@@ -685,11 +689,28 @@ func (p *producer) send(parts []partBatch) {
 		} else {
 			err = fmt.Errorf("syncbridge/kafka: produce to %s[%d]: %w", pb.topic, pb.partition, kafka.Error(code))
 			if kafka.Error(code) == kafka.MessageSizeTooLarge || kafka.Error(code) == kafka.RecordListTooLarge {
-				err = fmt.Errorf("%w (batch of %d records, about %d bytes)", err, len(pb.recs), pb.size)
+				limit := t.batchLimit(pb.topic)
+				if len(pb.recs) == 1 {
+					err = fmt.Errorf("%w (a record of about %d bytes; the topic's max.message.bytes is %d)", err, pb.size, limit)
+				} else {
+					err = fmt.Errorf("%w (a batch of %d records, about %d bytes; the topic's max.message.bytes is %d)", err, len(pb.recs), pb.size, limit)
+				}
+				t.forgetLimit(pb.topic) // it may have changed
 			}
 		}
 		stored := code == -2 || maybeStored(kafka.Error(code))
 		retry := code == -2 || kafka.Error(code).Temporary()
+		if tooLarge := kafka.Error(code) == kafka.MessageSizeTooLarge || kafka.Error(code) == kafka.RecordListTooLarge; tooLarge && len(pb.recs) > 1 {
+			// The estimate fell short of the broker's measure: every record
+			// goes again, alone, so that only one too large alone fails.
+			for _, r := range pb.recs {
+				r.alone = true
+				if r.state.CompareAndSwap(stSending, stQueued) {
+					t.router.add(r)
+				}
+			}
+			continue
+		}
 		if retry {
 			refresh = true
 		}

@@ -7,12 +7,14 @@ import (
 	"log/slog"
 	"net"
 	"slices"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	kafka "github.com/segmentio/kafka-go"
 	"github.com/segmentio/kafka-go/protocol/createtopics"
+	"github.com/segmentio/kafka-go/protocol/describeconfigs"
 	"github.com/segmentio/kafka-go/protocol/listoffsets"
 	meta "github.com/segmentio/kafka-go/protocol/metadata"
 
@@ -70,8 +72,9 @@ type Transport struct {
 	subs      map[closer]struct{}
 	shared    map[sharedKey]*sharedReader
 
-	metaMu      sync.Mutex // protects topics, brokerAddrs, lastRefresh
+	metaMu      sync.Mutex // protects topics, limits, brokerAddrs, lastRefresh
 	topics      map[string]*topicMeta
+	limits      map[string]topicLimit
 	brokerAddrs map[int32]string // broker ID -> host:port
 	lastRefresh time.Time
 
@@ -146,6 +149,7 @@ func New(brokers []string, opts ...Option) (*Transport, error) {
 		subs:        make(map[closer]struct{}),
 		shared:      make(map[sharedKey]*sharedReader),
 		topics:      make(map[string]*topicMeta),
+		limits:      make(map[string]topicLimit),
 		brokerAddrs: make(map[int32]string),
 		conns:       make(map[*trackedConn]struct{}),
 	}
@@ -300,10 +304,86 @@ func (t *Transport) cachedMeta(topic string) *topicMeta {
 	return m
 }
 
+// topicLimit is a topic's max.message.bytes: the largest record batch its
+// partitions accept.
+type topicLimit struct {
+	bytes   int
+	fetched time.Time
+}
+
+// defaultMaxMessageBytes is Kafka's default max.message.bytes, assumed
+// when a topic's configuration cannot be read.
+const defaultMaxMessageBytes = 1048588
+
+// limitTTL is how long a topic's max.message.bytes is used before it is
+// read again; a MESSAGE_TOO_LARGE refusal reads it again at once.
+const limitTTL = time.Minute
+
 // batchLimit returns the largest record batch the produce loop builds for
-// topic.
+// topic: its max.message.bytes.
 func (t *Transport) batchLimit(topic string) int {
-	return t.cfg.maxProduceBytes
+	t.metaMu.Lock()
+	l, ok := t.limits[topic]
+	t.metaMu.Unlock()
+	if !ok {
+		return defaultMaxMessageBytes
+	}
+	return l.bytes
+}
+
+// forgetLimit makes the next metadata lookup of topic read its
+// max.message.bytes again.
+func (t *Transport) forgetLimit(topic string) {
+	t.metaMu.Lock()
+	if l, ok := t.limits[topic]; ok {
+		l.fetched = time.Time{}
+		t.limits[topic] = l
+	}
+	delete(t.topics, topic)
+	t.metaMu.Unlock()
+}
+
+// loadLimit reads topic's max.message.bytes (the value in force: the
+// topic's own, or the broker's message.max.bytes) with DescribeConfigs. If
+// the broker does not tell (no permission to describe configs, say),
+// Kafka's default is assumed, and the broker's refusals say the rest.
+func (t *Transport) loadLimit(ctx context.Context, topic string) {
+	limit, err := t.describeMaxMessageBytes(ctx, topic)
+	if err != nil {
+		t.logf(slog.LevelWarn, "syncbridge/kafka: cannot read max.message.bytes; assuming Kafka's default", "topic", topic, "default", defaultMaxMessageBytes, "err", err)
+		limit = defaultMaxMessageBytes
+	}
+	t.metaMu.Lock()
+	t.limits[topic] = topicLimit{bytes: limit, fetched: time.Now()}
+	t.metaMu.Unlock()
+}
+
+func (t *Transport) describeMaxMessageBytes(ctx context.Context, topic string) (int, error) {
+	const resourceTopic = 2
+	r, err := t.ctlAny(ctx, &describeconfigs.Request{Resources: []describeconfigs.RequestResource{{
+		ResourceType: resourceTopic, ResourceName: topic, ConfigNames: []string{"max.message.bytes"},
+	}}})
+	if err != nil {
+		return 0, err
+	}
+	for _, res := range r.(*describeconfigs.Response).Resources {
+		if res.ResourceName != topic {
+			continue
+		}
+		if res.ErrorCode != 0 {
+			return 0, fmt.Errorf("%w: %s", kafka.Error(res.ErrorCode), res.ErrorMessage)
+		}
+		for _, c := range res.ConfigEntries {
+			if c.ConfigName == "max.message.bytes" {
+				n, err := strconv.Atoi(c.ConfigValue)
+				if err != nil || n <= 0 {
+					return 0, fmt.Errorf("max.message.bytes %q: not a positive number", c.ConfigValue)
+				}
+				return n, nil
+			}
+		}
+	}
+	return 0, errors.New("max.message.bytes not in the answer")
 }
 
 // topicMeta returns the partitions of topic and their leaders, creating the
@@ -340,7 +420,11 @@ func (t *Transport) topicMeta(ctx context.Context, topic string) (*topicMeta, er
 	}
 	t.metaMu.Lock()
 	t.topics[topic] = m
+	l, ok := t.limits[topic]
 	t.metaMu.Unlock()
+	if !ok || time.Since(l.fetched) > limitTTL {
+		t.loadLimit(ctx, topic)
+	}
 	return m, nil
 }
 
