@@ -22,11 +22,12 @@ import (
 // slowProduce makes a kfake cluster hold every produce request for a
 // random 0 to max before handling it, so that produce requests are in
 // flight for a while and messages queue behind them, as on a real broker.
+// It sleeps on the cluster's loop: kfake's SleepControl races with itself
+// when several requests sleep at once.
 func slowProduce(c *kfake.Cluster, max time.Duration) {
 	c.ControlKey(int16(kmsg.Produce), func(kmsg.Request) (kmsg.Response, error, bool) {
 		c.KeepControl()
-		d := rand.N(max)
-		c.SleepControl(func() { time.Sleep(d) })
+		time.Sleep(rand.N(max))
 		return nil, nil, false
 	})
 }

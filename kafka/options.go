@@ -5,9 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"time"
 
-	kafka "github.com/segmentio/kafka-go"
 	"github.com/segmentio/kafka-go/sasl"
 	"github.com/segmentio/kafka-go/sasl/plain"
 	"github.com/segmentio/kafka-go/sasl/scram"
@@ -75,7 +75,8 @@ type config struct {
 	retryBackoff      time.Duration
 	maxRetryBackoff   time.Duration
 	commitInterval    time.Duration
-	compression       kafka.Compression
+	compression       Codec
+	connWrap          func(net.Conn) net.Conn // tests only: see export_test.go
 }
 
 func defaultConfig() config {
@@ -119,7 +120,7 @@ func (c *config) validate() error {
 		return fmt.Errorf("MetadataMaxAge: %v is below 100ms", c.metadataMaxAge)
 	case c.heartbeat <= 0 || c.sessionTimeout <= 0 || c.rebalanceTimeout <= 0:
 		return errors.New("GroupTimeouts: every duration must be positive")
-	case c.compression < 0 || c.compression > kafka.Zstd:
+	case c.compression < 0 || c.compression > Zstd:
 		return fmt.Errorf("Compression: unknown codec %d", c.compression)
 	case c.commitInterval < 0:
 		return fmt.Errorf("CommitInterval: %v is negative", c.commitInterval)
@@ -312,11 +313,27 @@ func CommitInterval(d time.Duration) Option {
 	return optFunc(func(c *config) error { c.commitInterval = d; return nil })
 }
 
-// Compression compresses the record batches Publish sends with kafka-go's
-// codec c: kafka.Gzip, kafka.Snappy, kafka.Lz4 or kafka.Zstd (from
-// github.com/segmentio/kafka-go). Subscriptions read compressed batches
-// whatever this says. Default: no compression, which suits small requests
-// and replies best.
-func Compression(c kafka.Compression) Option {
+// Codec is a compression codec for the record batches Publish writes.
+type Codec int8
+
+// Codecs. Their numbers are Kafka's.
+const (
+	// NoCompression writes batches as they are: the default, which suits
+	// small requests and replies best.
+	NoCompression Codec = 0
+	// Gzip compresses with gzip.
+	Gzip Codec = 1
+	// Snappy compresses with Snappy.
+	Snappy Codec = 2
+	// LZ4 compresses with LZ4.
+	LZ4 Codec = 3
+	// Zstd compresses with Zstandard.
+	Zstd Codec = 4
+)
+
+// Compression compresses the record batches Publish sends with codec c.
+// Subscriptions read compressed batches whatever this says. Default
+// NoCompression. New fails for an unknown codec.
+func Compression(c Codec) Option {
 	return optFunc(func(cfg *config) error { cfg.compression = c; return nil })
 }

@@ -10,7 +10,6 @@ import (
 
 	kafka "github.com/segmentio/kafka-go"
 	"github.com/segmentio/kafka-go/protocol"
-	"github.com/segmentio/kafka-go/protocol/produce"
 
 	"github.com/syncbridge/syncbridge"
 )
@@ -273,16 +272,25 @@ func (t *Transport) dispatch(r *pending, m *topicMeta, cached bool) bool {
 }
 
 // router routes the messages whose topic metadata was not at hand, and
-// those being retried, once their backoff has passed. It looks metadata up
-// on its own goroutine, so that no caller waits for it.
+// the messages and batches being retried, once their backoff has passed.
+// It looks metadata up on its own goroutine, so that no caller waits for
+// it.
 type router struct {
 	t    *Transport
 	wake chan struct{} // capacity 1: queue is not empty
 
-	mu     sync.Mutex // protects queue, stale, closed
-	queue  []*pending
-	stale  []string // topics whose metadata to refresh
-	closed bool
+	mu      sync.Mutex // protects queue, batches, stale, closed
+	queue   []*pending
+	batches []*batch
+	stale   []string // topics whose metadata to refresh
+	closed  bool
+}
+
+func (rt *router) signal() {
+	select {
+	case rt.wake <- struct{}{}:
+	default:
+	}
 }
 
 // refresh asks for topic's metadata to be refreshed in the background.
@@ -294,10 +302,7 @@ func (rt *router) refresh(topic string) {
 	}
 	rt.stale = append(rt.stale, topic)
 	rt.mu.Unlock()
-	select {
-	case rt.wake <- struct{}{}:
-	default:
-	}
+	rt.signal()
 }
 
 // add queues r for routing, or ends it if the Transport is closed.
@@ -310,10 +315,21 @@ func (rt *router) add(r *pending) {
 	}
 	rt.queue = append(rt.queue, r)
 	rt.mu.Unlock()
-	select {
-	case rt.wake <- struct{}{}:
-	default:
+	rt.signal()
+}
+
+// addBatch queues b for sending again to its partition's leader, or ends
+// it if the Transport is closed.
+func (rt *router) addBatch(b *batch) {
+	rt.mu.Lock()
+	if rt.closed {
+		rt.mu.Unlock()
+		b.fail(rt.t, errClosed)
+		return
 	}
+	rt.batches = append(rt.batches, b)
+	rt.mu.Unlock()
+	rt.signal()
 }
 
 // retryLater queues r again after a backoff, err being why.
@@ -328,11 +344,17 @@ func (rt *router) run() {
 	t := rt.t
 	defer t.wg.Done()
 	var (
-		waiting []*pending // backing off
-		timer   = time.NewTimer(time.Hour)
-		byTopic = make(map[string][]*pending)
+		waiting  []*pending // backing off
+		wbatches []*batch   // backing off
+		timer    = time.NewTimer(time.Hour)
+		next     time.Time
 	)
 	defer timer.Stop()
+	later := func(at time.Time) {
+		if next.IsZero() || at.Before(next) {
+			next = at
+		}
+	}
 	for {
 		select {
 		case <-rt.wake:
@@ -341,17 +363,23 @@ func (rt *router) run() {
 			rt.mu.Lock()
 			rt.closed = true
 			waiting = append(waiting, rt.queue...)
-			rt.queue = nil
+			wbatches = append(wbatches, rt.batches...)
+			rt.queue, rt.batches = nil, nil
 			rt.mu.Unlock()
 			for _, r := range waiting {
 				r.finish(stQueued, r.finalErr(errClosedNotSent))
+			}
+			for _, b := range wbatches {
+				b.fail(t, errClosed)
 			}
 			return
 		}
 		rt.mu.Lock()
 		waiting = append(waiting, rt.queue...)
+		wbatches = append(wbatches, rt.batches...)
 		clear(rt.queue)
-		rt.queue = rt.queue[:0]
+		clear(rt.batches)
+		rt.queue, rt.batches = rt.queue[:0], rt.batches[:0]
 		refresh := rt.stale
 		rt.stale = nil
 		rt.mu.Unlock()
@@ -362,27 +390,62 @@ func (rt *router) run() {
 		}
 
 		now := time.Now()
-		var next time.Time
+		next = time.Time{}
+		byTopic := make(map[string][]*pending)
+		bbyTopic := make(map[string][]*batch)
 		kept := waiting[:0]
 		for _, r := range waiting {
 			switch {
 			case r.state.Load() != stQueued: // its context ended
 			case r.notBefore.After(now):
 				kept = append(kept, r)
-				if next.IsZero() || r.notBefore.Before(next) {
-					next = r.notBefore
-				}
+				later(r.notBefore)
 			default:
 				byTopic[r.topic] = append(byTopic[r.topic], r)
 			}
 		}
 		clear(waiting[len(kept):])
 		waiting = kept
+		bkept := wbatches[:0]
+		for _, b := range wbatches {
+			if b.notBefore.After(now) {
+				bkept = append(bkept, b)
+				later(b.notBefore)
+			} else {
+				bbyTopic[b.topic] = append(bbyTopic[b.topic], b)
+				if _, ok := byTopic[b.topic]; !ok {
+					byTopic[b.topic] = nil
+				}
+			}
+		}
+		clear(wbatches[len(bkept):])
+		wbatches = bkept
 
 		for topic, rs := range byTopic {
 			ctx, cancel := t.requestCtx(t.ctx)
 			m, err := t.topicMeta(ctx, topic)
 			cancel()
+			// Batches first: records of their partitions wait for them.
+			for _, b := range bbyTopic[topic] {
+				switch {
+				case err == nil:
+					if !t.dispatchBatch(b, m) {
+						b.notBefore = time.Now().Add(t.backoff(b.attempt))
+						b.attempt++
+						wbatches = append(wbatches, b)
+						later(b.notBefore)
+					}
+				case t.ctx.Err() != nil:
+					b.fail(t, errClosed)
+				case retriable(err):
+					b.notBefore = time.Now().Add(t.backoff(b.attempt))
+					b.attempt++
+					wbatches = append(wbatches, b)
+					later(b.notBefore)
+				default:
+					b.fail(t, err)
+				}
+			}
 			for _, r := range rs {
 				switch {
 				case err == nil:
@@ -394,15 +457,12 @@ func (rt *router) run() {
 					r.notBefore = time.Now().Add(t.backoff(r.attempt))
 					r.attempt++
 					waiting = append(waiting, r)
-					if next.IsZero() || r.notBefore.Before(next) {
-						next = r.notBefore
-					}
+					later(r.notBefore)
 				default:
 					// The broker itself says the topic does not exist.
 					r.finish(stQueued, r.finalErr(notSent(err)))
 				}
 			}
-			delete(byTopic, topic)
 		}
 		if !next.IsZero() {
 			timer.Reset(time.Until(next))
@@ -410,338 +470,18 @@ func (rt *router) run() {
 	}
 }
 
-// producer is the produce loop of one broker. At most one produce request
-// is in flight per broker: messages that arrive meanwhile wait in queue and
-// leave together in the next request.
-type producer struct {
-	t      *Transport
-	broker int32
-	wake   chan struct{} // capacity 1: queue is not empty
-	conn   brokerConn    // the loop's own connection
-
-	mu     sync.Mutex // protects queue, closed
-	queue  []*pending
-	closed bool
-}
-
-// producerFor returns the produce loop of broker, starting it if needed.
-func (t *Transport) producerFor(broker int32) (*producer, error) {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	if t.closed {
-		return nil, errClosed
-	}
-	p := t.producers[broker]
-	if p == nil {
-		p = &producer{t: t, broker: broker, wake: make(chan struct{}, 1)}
-		p.conn = brokerConn{t: t, broker: broker}
-		t.producers[broker] = p
-		t.wg.Add(1)
-		go p.run()
-	}
-	return p, nil
-}
-
-// enqueue queues r for the next produce request; false once the loop has
-// stopped.
-func (p *producer) enqueue(r *pending) bool {
-	p.mu.Lock()
-	if p.closed {
-		p.mu.Unlock()
+// dispatchBatch hands b to the produce loop of its partition's leader; it
+// reports false when the partition has no leader now.
+func (t *Transport) dispatchBatch(b *batch, m *topicMeta) bool {
+	leader, ok := m.leaders[b.partition]
+	if !ok || leader < 0 {
 		return false
 	}
-	p.queue = append(p.queue, r)
-	p.mu.Unlock()
-	select {
-	case p.wake <- struct{}{}:
-	default:
+	p, err := t.producerFor(leader)
+	if err != nil || !p.enqueueBatch(b) {
+		b.fail(t, errClosed)
 	}
 	return true
-}
-
-func (p *producer) run() {
-	t := p.t
-	defer t.wg.Done()
-	defer p.conn.close()
-	var spare, rest []*pending
-	for {
-		select {
-		case <-p.wake:
-		case <-t.ctx.Done():
-			p.mu.Lock()
-			p.closed = true
-			q := p.queue
-			p.queue = nil
-			p.mu.Unlock()
-			for _, r := range q {
-				r.finish(stQueued, r.finalErr(errClosedNotSent))
-			}
-			return
-		}
-		p.mu.Lock()
-		batch := p.queue
-		p.queue = spare[:0]
-		p.mu.Unlock()
-		rest = rest[:0]
-		for _, r := range batch {
-			if r.state.Load() == stQueued { // else its context ended
-				rest = append(rest, r)
-			}
-		}
-		for len(rest) > 0 {
-			if t.ctx.Err() != nil {
-				for _, r := range rest {
-					r.finish(stQueued, r.finalErr(errClosedNotSent))
-				}
-				break
-			}
-			rest = p.sendSome(rest)
-		}
-		clear(batch)
-		spare = batch
-	}
-}
-
-// partBatch is the records of one partition in a produce request.
-type partBatch struct {
-	topic     string
-	partition int32
-	recs      []*pending
-	size      int
-}
-
-// sendSome sends one produce request with as much of rest, in order, as
-// fits the limits, and returns what is left for the next one. A
-// partition's records keep their order: once one of them waits for the
-// next request, the ones after it wait too. A record too large for its
-// topic's batches on its own goes alone, so that the broker's refusal
-// fails it and nothing else.
-func (p *producer) sendSome(rest []*pending) []*pending {
-	t := p.t
-	var (
-		parts   []partBatch
-		left    = rest[:0:0]
-		reqSize int
-		full    map[partKey]bool // partitions closed for this request
-	)
-	find := func(r *pending) int {
-		for i := range parts {
-			if parts[i].partition == r.partition && parts[i].topic == r.topic {
-				return i
-			}
-		}
-		return -1
-	}
-	for _, r := range rest {
-		k := partKey{r.topic, r.partition}
-		if full[k] {
-			left = append(left, r)
-			continue
-		}
-		limit := t.batchLimit(r.topic)
-		i := find(r)
-		var fits bool
-		switch {
-		case r.alone && i >= 0:
-			fits = false
-		case i < 0:
-			// A new batch; alone in the request, it is sent whatever its size.
-			fits = reqSize == 0 || reqSize+batchOverhead+r.size <= t.cfg.maxProduceBytes
-		default:
-			fits = parts[i].size+r.size <= limit && reqSize+r.size <= t.cfg.maxProduceBytes
-		}
-		if !fits {
-			if full == nil {
-				full = make(map[partKey]bool)
-			}
-			full[k] = true
-			left = append(left, r)
-			continue
-		}
-		if !r.state.CompareAndSwap(stQueued, stSending) {
-			continue // its context ended
-		}
-		if i < 0 {
-			parts = append(parts, partBatch{topic: r.topic, partition: r.partition, size: batchOverhead})
-			reqSize += batchOverhead
-			i = len(parts) - 1
-		}
-		parts[i].recs = append(parts[i].recs, r)
-		parts[i].size += r.size
-		reqSize += r.size
-		if parts[i].size > limit || r.alone {
-			// Too large for a batch of the topic: it goes alone, so that
-			// the broker's refusal fails it and nothing else.
-			if full == nil {
-				full = make(map[partKey]bool)
-			}
-			full[k] = true
-		}
-	}
-	if len(parts) > 0 {
-		p.send(parts)
-	}
-	return left
-}
-
-// partKey names a partition of a topic.
-type partKey struct {
-	topic     string
-	partition int32
-}
-
-// send sends one produce request for parts and hands every message its
-// verdict, or queues it for a retry.
-func (p *producer) send(parts []partBatch) {
-	t := p.t
-	now := time.Now()
-	n := 0
-	for _, pb := range parts {
-		n += len(pb.recs)
-	}
-	records := make([]protocol.Record, 0, n)
-	req := &produce.Request{
-		Acks:    int16(t.cfg.acks),
-		Timeout: int32(t.cfg.requestTimeout / time.Millisecond),
-	}
-	for _, pb := range parts {
-		start := len(records)
-		for _, r := range pb.recs {
-			records = append(records, protocol.Record{
-				Time:    now,
-				Key:     protocol.NewBytes(r.key),
-				Value:   protocol.NewBytes(r.value),
-				Headers: r.headers,
-			})
-		}
-		rp := produce.RequestPartition{
-			Partition: pb.partition,
-			RecordSet: protocol.RecordSet{
-				Version:    2,
-				Attributes: protocol.Attributes(t.cfg.compression),
-				Records:    protocol.NewRecordReader(records[start:]...),
-			},
-		}
-		if k := len(req.Topics) - 1; k >= 0 && req.Topics[k].Topic == pb.topic {
-			req.Topics[k].Partitions = append(req.Topics[k].Partitions, rp)
-		} else {
-			req.Topics = append(req.Topics, produce.RequestTopic{Topic: pb.topic, Partitions: []produce.RequestPartition{rp}})
-		}
-	}
-
-	t.stats.produceRequests.Add(1)
-	res, written, err := p.conn.roundTrip(t.ctx, req)
-	if err != nil {
-		t.stats.produceErrors.Add(1)
-		closed := t.ctx.Err() != nil
-		if closed {
-			err = errClosed
-		} else {
-			err = fmt.Errorf("syncbridge/kafka: produce to broker %d: %w", p.broker, err)
-		}
-		for _, pb := range parts {
-			for _, r := range pb.recs {
-				if written {
-					r.written.Store(true)
-				}
-				switch {
-				case closed && !written:
-					r.finish(stSending, r.finalErr(errClosedNotSent))
-				case closed:
-					r.finish(stSending, err)
-				default:
-					p.retry(r, err)
-				}
-			}
-		}
-		if !closed {
-			t.refreshMetadata()
-		}
-		return
-	}
-	resp := res.(*produce.Response)
-	refresh := false
-	for _, pb := range parts {
-		var code int16 = -2 // no answer
-	find:
-		for _, rt := range resp.Topics {
-			if rt.Topic != pb.topic {
-				continue
-			}
-			for _, rp := range rt.Partitions {
-				if rp.Partition == pb.partition {
-					code = rp.ErrorCode
-					break find
-				}
-			}
-		}
-		if code == 0 {
-			t.stats.produced.Add(uint64(len(pb.recs)))
-			for _, r := range pb.recs {
-				r.finish(stSending, nil)
-			}
-			continue
-		}
-		t.stats.produceErrors.Add(1)
-		var err error
-		if code == -2 {
-			err = fmt.Errorf("syncbridge/kafka: produce to %s[%d]: no answer from broker %d", pb.topic, pb.partition, p.broker)
-		} else {
-			err = fmt.Errorf("syncbridge/kafka: produce to %s[%d]: %w", pb.topic, pb.partition, kafka.Error(code))
-			if kafka.Error(code) == kafka.MessageSizeTooLarge || kafka.Error(code) == kafka.RecordListTooLarge {
-				limit := t.batchLimit(pb.topic)
-				if len(pb.recs) == 1 {
-					err = fmt.Errorf("%w (a record of about %d bytes; the topic's max.message.bytes is %d)", err, pb.size, limit)
-				} else {
-					err = fmt.Errorf("%w (a batch of %d records, about %d bytes; the topic's max.message.bytes is %d)", err, len(pb.recs), pb.size, limit)
-				}
-				t.forgetLimit(pb.topic) // it may have changed
-			}
-		}
-		stored := code == -2 || maybeStored(kafka.Error(code))
-		retry := code == -2 || kafka.Error(code).Temporary()
-		if tooLarge := kafka.Error(code) == kafka.MessageSizeTooLarge || kafka.Error(code) == kafka.RecordListTooLarge; tooLarge && len(pb.recs) > 1 {
-			// The estimate fell short of the broker's measure: every record
-			// goes again, alone, so that only one too large alone fails.
-			for _, r := range pb.recs {
-				r.alone = true
-				if r.state.CompareAndSwap(stSending, stQueued) {
-					t.router.add(r)
-				}
-			}
-			continue
-		}
-		if retry {
-			refresh = true
-		}
-		for _, r := range pb.recs {
-			if stored {
-				r.written.Store(true)
-			}
-			switch {
-			case retry:
-				p.retry(r, err)
-			case stored:
-				r.finish(stSending, err)
-			default:
-				r.finish(stSending, r.finalErr(notSent(err)))
-			}
-		}
-	}
-	if refresh {
-		t.refreshMetadata()
-	}
-}
-
-// retry hands r, which was in a request that failed with a retriable
-// error, back to the router for another attempt after a backoff.
-func (p *producer) retry(r *pending, err error) {
-	r.setLastErr(err)
-	r.notBefore = time.Now().Add(p.t.backoff(r.attempt))
-	r.attempt++
-	if r.state.CompareAndSwap(stSending, stQueued) { // else its context ended
-		p.t.router.add(r)
-	}
 }
 
 // maybeStored reports whether a produce error code leaves open that the

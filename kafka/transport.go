@@ -69,6 +69,7 @@ type Transport struct {
 	closed    bool
 	producers map[int32]*producer
 	router    router
+	idem      idempotence // producer ID and sequences
 	subs      map[closer]struct{}
 	shared    map[sharedKey]*sharedReader
 
@@ -158,7 +159,17 @@ func New(brokers []string, opts ...Option) (*Transport, error) {
 	t.wg.Add(1)
 	go t.router.run()
 	netDialer := &net.Dialer{Timeout: cfg.dialTimeout, KeepAlive: 30 * time.Second}
-	t.netDial = t.trackDial(netDialer.DialContext)
+	dial := netDialer.DialContext
+	if w := cfg.connWrap; w != nil {
+		dial = func(ctx context.Context, network, addr string) (net.Conn, error) {
+			c, err := netDialer.DialContext(ctx, network, addr)
+			if err != nil {
+				return nil, err
+			}
+			return w(c), nil
+		}
+	}
+	t.netDial = t.trackDial(dial)
 	t.dial = &kafka.Dialer{
 		ClientID:      cfg.clientID,
 		Timeout:       cfg.dialTimeout,
