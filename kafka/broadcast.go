@@ -21,7 +21,7 @@ import (
 // sharedKey identifies the partitions a shared reader reads.
 type sharedKey struct {
 	topic string
-	parts string // the sorted partition IDs, formatted
+	parts string // the sorted partition IDs, formatted; "all" for every one
 }
 
 // sharedReader is a reader serving one or more broadcast subscriptions.
@@ -47,7 +47,9 @@ type broadcastSub struct {
 	once   sync.Once
 }
 
-func (t *Transport) subscribeBroadcast(ctx context.Context, topic string, parts []int32, h syncbridge.Handler) (syncbridge.Subscription, error) {
+// subscribeBroadcast subscribes to parts of topic; all says parts are every
+// partition the topic has, and those it will have.
+func (t *Transport) subscribeBroadcast(ctx context.Context, topic string, parts []int32, all bool, h syncbridge.Handler) (syncbridge.Subscription, error) {
 	var offsets map[int32]int64
 	err := t.retry(ctx, func() error {
 		var err error
@@ -60,6 +62,9 @@ func (t *Transport) subscribeBroadcast(ctx context.Context, topic string, parts 
 	s := &broadcastSub{t: t, h: h, start: offsets}
 	s.ctx, s.cancel = context.WithCancel(t.ctx)
 	key := sharedKey{topic: topic, parts: fmt.Sprint(parts)}
+	if all {
+		key.parts = "all"
+	}
 
 	t.mu.Lock()
 	if t.closed {
@@ -78,7 +83,7 @@ func (t *Transport) subscribeBroadcast(ctx context.Context, topic string, parts 
 		for i, p := range parts {
 			curs[i] = &cursor{partition: p, offset: offsets[p]}
 		}
-		rd := &reader{t: t, topic: topic, deliver: r.deliver}
+		rd := &reader{t: t, topic: topic, deliver: r.deliver, all: all}
 		t.wg.Add(1)
 		go func() {
 			defer t.wg.Done()

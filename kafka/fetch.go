@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"slices"
 	"sync"
 	"time"
 
@@ -27,6 +28,7 @@ type record struct {
 type cursor struct {
 	partition int32
 	offset    int64 // next offset to fetch
+	fails     int   // times handed back by a failing leader since its last fetch
 
 	// paused, when set, says whether the partition's consumer has no room
 	// for more records: the partition is left out of fetches until it has.
@@ -35,7 +37,11 @@ type cursor struct {
 
 // reader reads a set of partitions of one topic: one fetch goroutine per
 // leader broker, each sending one fetch request for all its partitions per
-// round, and handing what it reads to deliver.
+// round, and handing what it reads to deliver. A supervisor hands the
+// partitions to the fetch goroutines of their leaders, and takes back
+// those whose leader failed or moved, to hand them to their new leaders
+// once the metadata says who they are: one broker's failure never stalls
+// the fetches from the others.
 type reader struct {
 	t     *Transport
 	topic string
@@ -46,112 +52,232 @@ type reader struct {
 	// drained, if not nil, is signalled when a paused partition may have
 	// room again.
 	drained <-chan struct{}
+	// all says the reader reads every partition of the topic: partitions
+	// added to the topic are read too, from their start, once the metadata
+	// (refreshed every MetadataMaxAge) shows them.
+	all bool
 }
 
-// run reads the partitions of curs until ctx ends. After an error it backs
-// off, refreshes the metadata and resumes every partition at its cursor.
+// fetcher is the fetch goroutine of one leader and the partitions it
+// reads.
+type fetcher struct {
+	leader int32
+	mu     sync.Mutex // protects curs, stopped
+	curs   []*cursor
+	stop   bool // the goroutine is ending: it takes no more partitions
+}
+
+// add gives c to the fetcher; false if it is ending.
+func (f *fetcher) add(c *cursor) bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.stop {
+		return false
+	}
+	f.curs = append(f.curs, c)
+	return true
+}
+
+// run reads the partitions of curs until ctx ends.
 func (rd *reader) run(ctx context.Context, curs []*cursor) {
 	t := rd.t
-	for attempt := 0; ctx.Err() == nil; {
-		progressed, err := rd.runOnce(ctx, curs)
-		if ctx.Err() != nil {
+	var (
+		wg       sync.WaitGroup
+		fetchers = make(map[int32]*fetcher)
+		orphans  = make(chan []*cursor, 16)
+		pending  = slices.Clone(curs)
+		known    = make(map[int32]bool, len(curs))
+		fails    int // failed metadata lookups in a row
+	)
+	defer wg.Wait()
+	for _, c := range curs {
+		known[c.partition] = true
+	}
+	var tick <-chan time.Time
+	if rd.all {
+		tk := time.NewTicker(t.cfg.metadataMaxAge)
+		defer tk.Stop()
+		tick = tk.C
+	}
+	timer := time.NewTimer(0)
+	defer timer.Stop()
+	for {
+		select {
+		case <-ctx.Done():
 			return
-		}
-		if progressed {
-			attempt = 0
-		}
-		t.logf(slog.LevelWarn, "syncbridge/kafka: fetch failed, retrying", "topic", rd.topic, "attempt", attempt+1, "err", err)
-		if retriable(err) || errors.Is(err, ErrUnknownTopic) {
+		case o := <-orphans:
+			pending = append(pending, o...)
+			worst := 0
+			for _, c := range o {
+				c.fails++
+				worst = max(worst, c.fails)
+			}
 			t.refreshMetadata()
+			// Hand them out after a backoff: their leader just failed.
+			timer.Reset(t.backoff(worst - 1))
+			continue
+		case <-tick:
+			added, err := rd.newPartitions(ctx, known)
+			if err != nil {
+				t.logf(slog.LevelWarn, "syncbridge/kafka: looking for new partitions", "topic", rd.topic, "err", err)
+			}
+			if len(added) == 0 {
+				continue
+			}
+			pending = append(pending, added...)
+		case <-timer.C:
 		}
-		if !t.sleep(ctx, t.backoff(attempt)) {
-			return
+		if len(pending) == 0 {
+			continue
 		}
-		attempt++
+		m, err := t.topicMeta(ctx, rd.topic)
+		if err != nil {
+			if ctx.Err() != nil {
+				return
+			}
+			fails++
+			t.logf(slog.LevelWarn, "syncbridge/kafka: fetch metadata, retrying", "topic", rd.topic, "err", err)
+			if retriable(err) || errors.Is(err, ErrUnknownTopic) {
+				t.refreshMetadata()
+			}
+			timer.Reset(t.backoff(fails - 1))
+			continue
+		}
+		still := pending[:0]
+		for _, c := range pending {
+			leader, ok := m.leaders[c.partition]
+			if !ok || leader < 0 {
+				still = append(still, c)
+				continue
+			}
+			if f := fetchers[leader]; f != nil && f.add(c) {
+				continue
+			}
+			f := &fetcher{leader: leader, curs: []*cursor{c}}
+			fetchers[leader] = f
+			wg.Go(func() { rd.fetchLoop(ctx, f, orphans) })
+		}
+		pending = still
+		fails = 0
+		if len(pending) > 0 {
+			// No leader for them yet.
+			worst := 0
+			for _, c := range pending {
+				c.fails++
+				worst = max(worst, c.fails)
+			}
+			t.refreshMetadata()
+			timer.Reset(t.backoff(worst - 1))
+		}
 	}
 }
 
-// runOnce starts one fetch goroutine per leader and returns the first error
-// one of them meets, once all have ended.
-func (rd *reader) runOnce(ctx context.Context, curs []*cursor) (progressed bool, err error) {
+// newPartitions returns cursors for the partitions of the topic not in
+// known, at their first offset, and adds them to known.
+func (rd *reader) newPartitions(ctx context.Context, known map[int32]bool) ([]*cursor, error) {
 	m, err := rd.t.topicMeta(ctx, rd.topic)
 	if err != nil {
-		return false, err
+		return nil, err
 	}
-	byLeader := make(map[int32][]*cursor)
-	for _, c := range curs {
-		leader, ok := m.leaders[c.partition]
-		if !ok {
-			return false, fmt.Errorf("%w: %s[%d]", ErrUnknownPartition, rd.topic, c.partition)
-		}
-		if leader < 0 {
-			return false, fmt.Errorf("syncbridge/kafka: fetch %s[%d]: %w", rd.topic, c.partition, kafka.LeaderNotAvailable)
-		}
-		byLeader[leader] = append(byLeader[leader], c)
-	}
-	if len(byLeader) == 1 {
-		for leader, cs := range byLeader {
-			return rd.fetchLoop(ctx, leader, cs)
+	var add []int32
+	for _, p := range m.partitions {
+		if !known[p] {
+			add = append(add, p)
 		}
 	}
-	fctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	type result struct {
-		err        error
-		progressed bool
+	if len(add) == 0 {
+		return nil, nil
 	}
-	results := make(chan result, len(byLeader))
-	var wg sync.WaitGroup
-	for leader, cs := range byLeader {
-		wg.Go(func() {
-			p, err := rd.fetchLoop(fctx, leader, cs)
-			results <- result{err, p}
-		})
+	// Everything in a partition added after the subscription started was
+	// published after it started: read it from its start.
+	first, err := rd.t.listOffsets(ctx, rd.topic, add, kafka.FirstOffset)
+	if err != nil {
+		return nil, err
 	}
-	first := <-results
-	cancel()
-	wg.Wait()
-	close(results)
-	progressed = first.progressed
-	for r := range results {
-		progressed = progressed || r.progressed
+	curs := make([]*cursor, len(add))
+	for i, p := range add {
+		known[p] = true
+		curs[i] = &cursor{partition: p, offset: first[p]}
 	}
-	return progressed, first.err
+	rd.t.logf(slog.LevelInfo, "syncbridge/kafka: reading new partitions", "topic", rd.topic, "partitions", add)
+	return curs, nil
 }
 
-// fetchLoop fetches the partitions of curs, all led by leader, until ctx
-// ends or an error calls for fresh metadata.
-func (rd *reader) fetchLoop(ctx context.Context, leader int32, curs []*cursor) (progressed bool, err error) {
+// fetchLoop fetches the partitions of f from its leader until ctx ends.
+// A partition the leader no longer leads (or knows) goes back to the
+// supervisor through orphans; after an error of the whole request, every
+// partition goes back and the loop ends.
+func (rd *reader) fetchLoop(ctx context.Context, f *fetcher, orphans chan<- []*cursor) {
 	t := rd.t
-	conn := &brokerConn{t: t, broker: leader}
+	conn := &brokerConn{t: t, broker: f.leader}
 	defer conn.close()
-	active := make([]*cursor, 0, len(curs))
-	var recs []record
+	// giveUp hands partitions back to the supervisor.
+	giveUp := func(cs []*cursor) {
+		if len(cs) == 0 {
+			return
+		}
+		select {
+		case orphans <- cs:
+		case <-ctx.Done():
+		}
+	}
+	// end stops the loop, handing every partition back.
+	end := func(err error) {
+		f.mu.Lock()
+		f.stop = true
+		cs := f.curs
+		f.curs = nil
+		f.mu.Unlock()
+		if err != nil && ctx.Err() == nil {
+			t.logf(slog.LevelWarn, "syncbridge/kafka: fetch failed; its partitions go to their leaders", "topic", rd.topic, "broker", f.leader, "partitions", len(cs), "err", err)
+		}
+		if ctx.Err() == nil {
+			giveUp(cs)
+		}
+	}
+	var (
+		active []*cursor
+		recs   []record
+		gone   []*cursor
+	)
 	for ctx.Err() == nil {
+		f.mu.Lock()
 		active = active[:0]
-		for _, c := range curs {
+		n := len(f.curs)
+		for _, c := range f.curs {
 			if c.paused == nil || !c.paused() {
 				active = append(active, c)
 			}
 		}
+		f.mu.Unlock()
+		if n == 0 {
+			end(nil)
+			return
+		}
 		if len(active) == 0 {
+			tm := time.NewTimer(t.cfg.fetchMaxWait)
 			select {
 			case <-rd.drained:
+			case <-tm.C:
 			case <-ctx.Done():
 			}
+			tm.Stop()
 			continue
 		}
 		res, err := rd.fetch(ctx, conn, active)
 		if err != nil {
 			if ctx.Err() != nil {
-				return progressed, nil
+				end(nil)
+				return
 			}
-			return progressed, fmt.Errorf("syncbridge/kafka: fetch from broker %d: %w", leader, err)
+			end(fmt.Errorf("syncbridge/kafka: fetch from broker %d: %w", f.leader, err))
+			return
 		}
 		if res.ErrorCode != 0 {
-			return progressed, fmt.Errorf("syncbridge/kafka: fetch from broker %d: %w", leader, kafka.Error(res.ErrorCode))
+			end(fmt.Errorf("syncbridge/kafka: fetch from broker %d: %w", f.leader, kafka.Error(res.ErrorCode)))
+			return
 		}
-		progressed = true
+		gone = gone[:0]
 		for i := range res.Topics {
 			rt := &res.Topics[i]
 			if rt.Topic != rd.topic {
@@ -169,20 +295,28 @@ func (rd *reader) fetchLoop(ctx context.Context, leader int32, curs []*cursor) (
 					kerr := kafka.Error(rp.ErrorCode)
 					if kerr == kafka.OffsetOutOfRange {
 						if err := rd.reset(ctx, c); err != nil {
-							return progressed, err
+							t.logf(slog.LevelWarn, "syncbridge/kafka: offset reset failed", "topic", rd.topic, "partition", c.partition, "err", err)
+							gone = append(gone, c)
 						}
 						continue
 					}
-					return progressed, fmt.Errorf("syncbridge/kafka: fetch %s[%d] from broker %d: %w", rd.topic, rp.Partition, leader, kerr)
+					// Not the leader any more, unknown partition, and the
+					// like: its new leader reads it.
+					t.logf(slog.LevelInfo, "syncbridge/kafka: partition moves", "topic", rd.topic, "partition", c.partition, "broker", f.leader, "err", kerr)
+					gone = append(gone, c)
+					continue
 				}
 				if c == nil {
 					closeRecords(rp.RecordSet.Records)
 					continue
 				}
+				c.fails = 0
 				var next int64
 				recs, next, err = readRecords(rd.topic, rp.Partition, rp.RecordSet.Records, c.offset, recs[:0])
 				if err != nil {
-					return progressed, fmt.Errorf("syncbridge/kafka: fetch %s[%d]: %w", rd.topic, rp.Partition, err)
+					t.logf(slog.LevelWarn, "syncbridge/kafka: bad records", "topic", rd.topic, "partition", c.partition, "err", err)
+					gone = append(gone, c)
+					continue
 				}
 				if len(recs) > 0 {
 					t.stats.fetched.Add(uint64(len(recs)))
@@ -194,8 +328,14 @@ func (rd *reader) fetchLoop(ctx context.Context, leader int32, curs []*cursor) (
 				}
 			}
 		}
+		if len(gone) > 0 {
+			f.mu.Lock()
+			f.curs = slices.DeleteFunc(f.curs, func(c *cursor) bool { return slices.Contains(gone, c) })
+			f.mu.Unlock()
+			giveUp(slices.Clone(gone))
+		}
 	}
-	return progressed, nil
+	end(nil)
 }
 
 func findCursor(curs []*cursor, p int32) *cursor {

@@ -19,11 +19,12 @@ import (
 // so calls for one partition are sequential. Broadcast subscriptions of one
 // Transport to the same partitions of a topic share that goroutine and its
 // fetches: each record goes to each of them in turn, so a slow handler
-// delays the others. After broker errors the
-// subscription backs off and resumes at the next offset it has not
-// delivered; if that offset no longer exists it skips to the nearest end of
-// the log. Its partitions are fixed when it starts: partitions added to the
-// topic later are not read (a new subscription reads them).
+// delays the others. A partition whose leader fails or moves is read from
+// its new leader once the metadata names it, at the next offset it has not
+// delivered (if that offset no longer exists, at the nearest end of the
+// log); the partitions led by other brokers are read on meanwhile. Without
+// cfg.Partitions, partitions added to the topic are read too, from their
+// start, within MetadataMaxAge (5 s by default) of their creation.
 //
 // With cfg.Group it is a member of that Kafka consumer group: each message
 // goes to one member. h is called from one goroutine per assigned
@@ -71,7 +72,7 @@ func (t *Transport) Subscribe(ctx context.Context, cfg syncbridge.SubscribeConfi
 			}
 		}
 	}
-	return t.subscribeBroadcast(ctx, cfg.Topic, parts, h)
+	return t.subscribeBroadcast(ctx, cfg.Topic, parts, cfg.Partitions == nil, h)
 }
 
 // topicMetaRetry is topicMeta, retried within ctx on retriable errors.

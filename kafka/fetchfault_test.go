@@ -1,0 +1,261 @@
+package kafka_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kfake"
+	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/pkg/kmsg"
+
+	"github.com/syncbridge/syncbridge"
+	"github.com/syncbridge/syncbridge/kafka"
+)
+
+// addPartitions grows topic to n partitions.
+func addPartitions(t *testing.T, brokers []string, topic string, n int32) {
+	t.Helper()
+	cl, err := kgo.NewClient(kgo.SeedBrokers(brokers...))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	req := kmsg.NewPtrCreatePartitionsRequest()
+	rt := kmsg.NewCreatePartitionsRequestTopic()
+	rt.Topic, rt.Count = topic, n
+	req.Topics = append(req.Topics, rt)
+	req.TimeoutMillis = 20000
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	res, err := req.RequestWith(ctx, cl)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range res.Topics {
+		if r.ErrorCode != 0 {
+			msg := ""
+			if r.ErrorMessage != nil {
+				msg = *r.ErrorMessage
+			}
+			t.Fatalf("create partitions of %s: error %d %s", topic, r.ErrorCode, msg)
+		}
+	}
+}
+
+// A reply topic and a request topic that gain partitions under load: no
+// reply is lost, and the new partitions carry requests and replies within
+// about one metadata refresh (MetadataMaxAge, here 500 ms).
+func TestPartitionsAdded(t *testing.T) {
+	e := newEnv(t)
+	requests, replies := e.topic(t, 2), e.topic(t, 2)
+	const refresh = 500 * time.Millisecond
+	opts := []kafka.Option{kafka.MetadataMaxAge(refresh), kafka.RetryBackoff(10*time.Millisecond, 200*time.Millisecond)}
+	ctx := testCtx(t, 120*time.Second)
+
+	var newRequestAt atomic.Int64 // unix nanos of the first request read from a new partition
+	handler := func(_ context.Context, req *syncbridge.Message) (syncbridge.Message, error) {
+		if req.Partition >= 2 {
+			newRequestAt.CompareAndSwap(0, time.Now().UnixNano())
+		}
+		return syncbridge.Message{Value: req.Value}, nil
+	}
+	resp, err := syncbridge.NewResponder(ctx, e.transport(t, opts...), requests, handler,
+		syncbridge.WithGroup("grow-"+requests), syncbridge.WithConcurrentHandlers())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Close()
+	b, err := syncbridge.New(ctx, e.transport(t, opts...), syncbridge.WithReplyTopic(replies))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+
+	var (
+		ok, failed, misrouted atomic.Int64
+		newReplyAt            atomic.Int64
+		stop                  = make(chan struct{})
+		seq                   atomic.Int64
+		wg                    sync.WaitGroup
+	)
+	for range 8 {
+		wg.Go(func() {
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				want := fmt.Sprint("payload-", seq.Add(1))
+				rctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+				reply, err := b.Request(rctx, syncbridge.Message{Topic: requests, Value: []byte(want)})
+				cancel()
+				switch {
+				case err != nil:
+					if failed.Add(1) == 1 {
+						t.Errorf("request %s: %v", want, err)
+					}
+				case string(reply.Value) != want:
+					misrouted.Add(1)
+				default:
+					ok.Add(1)
+					if reply.Partition >= 2 {
+						newReplyAt.CompareAndSwap(0, time.Now().UnixNano())
+					}
+				}
+			}
+		})
+	}
+	waitFor := func(what string, cond func() bool) {
+		t.Helper()
+		tick := time.NewTicker(5 * time.Millisecond)
+		defer tick.Stop()
+		for !cond() {
+			select {
+			case <-tick.C:
+			case <-ctx.Done():
+				close(stop)
+				wg.Wait()
+				t.Fatalf("waiting for %s: %v", what, ctx.Err())
+			}
+		}
+	}
+	waitFor("200 replies", func() bool { return ok.Load() >= 200 })
+	grown := time.Now()
+	addPartitions(t, e.brokers, replies, 4)
+	addPartitions(t, e.brokers, requests, 4)
+	waitFor("a reply on a new partition", func() bool { return newReplyAt.Load() != 0 })
+	waitFor("a request on a new partition", func() bool { return newRequestAt.Load() != 0 })
+	base := ok.Load()
+	waitFor("200 more replies", func() bool { return ok.Load() >= base+200 })
+	close(stop)
+	wg.Wait()
+
+	replyAfter := time.Unix(0, newReplyAt.Load()).Sub(grown)
+	requestAfter := time.Unix(0, newRequestAt.Load()).Sub(grown)
+	t.Logf("partitions 2 -> 4 under load (MetadataMaxAge %v): %d requests, %d failed, %d misrouted; first reply on a new reply partition %v after, first request from a new request partition %v after; bridge %+v",
+		refresh, ok.Load()+failed.Load()+misrouted.Load(), failed.Load(), misrouted.Load(), replyAfter.Round(time.Millisecond), requestAfter.Round(time.Millisecond), b.Stats())
+	if failed.Load() != 0 || misrouted.Load() != 0 {
+		t.Errorf("%d failed, %d misrouted, want 0 and 0", failed.Load(), misrouted.Load())
+	}
+}
+
+// One broker failing its fetches does not stall the fetches from the
+// others: messages on partitions led by healthy brokers keep arriving at
+// once, and the failing broker's partitions are read again when it
+// recovers.
+func TestFetchBrokerFailureIsolated(t *testing.T) {
+	if newEnvIsReal() {
+		t.Skip("fails one broker's fetches on a kfake cluster")
+	}
+	const topic, parts = "isolated", 6
+	c, err := kfake.NewCluster(kfake.NumBrokers(3), kfake.SeedTopics(parts, topic))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	e := &env{brokers: c.ListenAddrs(), cluster: c}
+	// Backoffs long enough that a reader pausing every partition after one
+	// broker's failure shows in the latency of the healthy ones.
+	tr := e.transport(t, kafka.MetadataMaxAge(200*time.Millisecond), kafka.RetryBackoff(300*time.Millisecond, 2*time.Second))
+	pub := e.transport(t)
+	ctx := testCtx(t, 60*time.Second)
+
+	victim := c.LeaderFor(topic, 0)
+	var healthy, victims []int32
+	for p := range int32(parts) {
+		if c.LeaderFor(topic, p) == victim {
+			victims = append(victims, p)
+		} else {
+			healthy = append(healthy, p)
+		}
+	}
+	if len(healthy) == 0 {
+		t.Fatalf("every partition is led by broker %d", victim)
+	}
+
+	arrived := make(chan syncbridge.Message, 1000)
+	sub, err := tr.Subscribe(ctx, syncbridge.SubscribeConfig{Topic: topic}, func(_ context.Context, m syncbridge.Message) {
+		arrived <- m
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sub.Close()
+
+	var failing atomic.Bool
+	var refused atomic.Int64
+	failing.Store(true)
+	c.ControlKey(int16(kmsg.Fetch), func(kmsg.Request) (kmsg.Response, error, bool) {
+		c.KeepControl()
+		if failing.Load() && c.CurrentNode() == victim {
+			refused.Add(1)
+			return nil, errors.New("broker down for fetches"), true
+		}
+		return nil, nil, false
+	})
+
+	// Let the victim fail a few times, then measure the healthy ones.
+	stuckSent := 0
+	for refused.Load() < 2 {
+		stuckSent++
+		if err := pub.Publish(ctx, syncbridge.Message{Topic: topic, Partition: victims[0], UsePartition: true, Value: []byte("stuck")}); err != nil {
+			t.Fatal(err)
+		}
+		select {
+		case m := <-arrived:
+			t.Fatalf("a message of the failing broker arrived: %q", m.Value)
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+	var worst time.Duration
+	n := 0
+	for began := time.Now(); n < 100 || time.Since(began) < 2*time.Second; n++ {
+		i := n
+		p := healthy[i%len(healthy)]
+		want := fmt.Sprint("healthy-", i)
+		if err := pub.Publish(ctx, syncbridge.Message{Topic: topic, Partition: p, UsePartition: true, Value: []byte(want)}); err != nil {
+			t.Fatal(err)
+		}
+		start := time.Now()
+		for {
+			var m syncbridge.Message
+			select {
+			case m = <-arrived:
+			case <-ctx.Done():
+				t.Fatalf("message %s did not arrive", want)
+			}
+			if string(m.Value) == want {
+				break
+			}
+			if string(m.Value) == "stuck" {
+				t.Fatalf("a message of the failing broker arrived")
+			}
+		}
+		worst = max(worst, time.Since(start))
+	}
+	stuckBefore := refused.Load()
+	failing.Store(false)
+	recovered := time.Now()
+	var stuck int
+	for stuck < stuckSent {
+		select {
+		case m := <-arrived:
+			if string(m.Value) == "stuck" {
+				stuck++
+			}
+		case <-ctx.Done():
+			t.Fatalf("the failing broker's messages did not arrive after it recovered (%d)", stuck)
+		}
+	}
+	t.Logf("broker %d failing fetches for partitions %v (%d fetches refused): %d messages on partitions %v of the other brokers, slowest delivered %v after its publish; the failing broker's messages arrived %v after it recovered",
+		victim, victims, stuckBefore, n, healthy, worst.Round(time.Microsecond), time.Since(recovered).Round(time.Millisecond))
+	if worst > 250*time.Millisecond {
+		t.Errorf("a message on a healthy broker took %v to arrive: the failing broker stalls the others", worst)
+	}
+}
