@@ -1,0 +1,345 @@
+package kafka_test
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"slices"
+	"sort"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/pkg/kmsg"
+
+	"github.com/syncbridge/syncbridge"
+)
+
+// Fault tests on a real three-broker cluster (scripts/kafka cluster start):
+// KAFKA_BROKERS lists its brokers, KAFKA_REPLICATION=3, and
+// KAFKA_CLUSTER_CTL is a command that takes "kill N" and "start-node N"
+// (scripts/kafka cluster), node N being broker ID N.
+
+// clusterCtl runs the cluster control command with args, or skips the test
+// when there is none.
+func clusterCtl(t *testing.T) func(args ...string) {
+	ctl := os.Getenv("KAFKA_CLUSTER_CTL")
+	if ctl == "" || !newEnvIsReal() {
+		t.Skip("set KAFKA_CLUSTER_CTL (and KAFKA_BROKERS) to run the fault tests on a real cluster")
+	}
+	return func(args ...string) {
+		t.Helper()
+		start := time.Now()
+		cmd := exec.Command("sh", "-c", ctl+" "+strings.Join(args, " "))
+		if out, err := cmd.CombinedOutput(); err != nil {
+			t.Fatalf("%s %v: %v\n%s", ctl, args, err, out)
+		}
+		t.Logf("cluster %v took %v", args, time.Since(start).Round(time.Millisecond))
+	}
+}
+
+// adminClient is a franz-go client for looking at the cluster.
+func adminClient(t *testing.T, brokers []string) *kgo.Client {
+	t.Helper()
+	cl, err := kgo.NewClient(kgo.SeedBrokers(brokers...))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(cl.Close)
+	return cl
+}
+
+// leadersOf returns the leader of every partition of topic.
+func leadersOf(t *testing.T, cl *kgo.Client, topic string) map[int32]int32 {
+	t.Helper()
+	req := kmsg.NewPtrMetadataRequest()
+	rt := kmsg.NewMetadataRequestTopic()
+	rt.Topic = kmsg.StringPtr(topic)
+	req.Topics = append(req.Topics, rt)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	res, err := req.RequestWith(ctx, cl)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := make(map[int32]int32)
+	for _, tp := range res.Topics {
+		for _, p := range tp.Partitions {
+			out[p.Partition] = p.Leader
+		}
+	}
+	return out
+}
+
+// coordinatorOf returns the broker coordinating group.
+func coordinatorOf(t *testing.T, cl *kgo.Client, group string) int32 {
+	t.Helper()
+	req := kmsg.NewPtrFindCoordinatorRequest()
+	req.CoordinatorKey = group
+	req.CoordinatorKeys = []string{group}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	res, err := req.RequestWith(ctx, cl)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(res.Coordinators) > 0 {
+		return res.Coordinators[0].NodeID
+	}
+	return res.NodeID
+}
+
+// electPreferred moves every partition's leadership back to its preferred
+// replica, as the broker's own leader rebalancing would after a while.
+func electPreferred(t *testing.T, cl *kgo.Client) {
+	t.Helper()
+	req := kmsg.NewPtrElectLeadersRequest()
+	req.ElectionType = 0
+	req.TimeoutMillis = 20000
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if _, err := req.RequestWith(ctx, cl); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// clReq is one request of the cluster load.
+type clReq struct {
+	start, end time.Time
+	deadline   time.Time
+	partition  int32
+	err        error
+	misrouted  bool
+}
+
+// clLoad sends requests through bridges, pinned round robin to the
+// partitions of topic, until stopped, and keeps every outcome.
+type clLoad struct {
+	mu   sync.Mutex // protects reqs
+	reqs []clReq
+	stop chan struct{}
+	wg   sync.WaitGroup
+}
+
+func startClLoad(bridges []*syncbridge.Bridge, topic string, parts int32, workers int, timeout time.Duration) *clLoad {
+	l := &clLoad{stop: make(chan struct{})}
+	var seq atomic.Int64
+	for w := range workers {
+		b := bridges[w%len(bridges)]
+		l.wg.Go(func() {
+			for {
+				select {
+				case <-l.stop:
+					return
+				default:
+				}
+				i := seq.Add(1)
+				p := int32(i % int64(parts))
+				payload := fmt.Sprintf("req-%d", i)
+				r := clReq{start: time.Now(), partition: p}
+				ctx, cancel := context.WithTimeout(context.Background(), timeout)
+				r.deadline, _ = ctx.Deadline()
+				reply, err := b.Request(ctx, syncbridge.Message{Topic: topic, Partition: p, UsePartition: true, Value: []byte(payload)})
+				cancel()
+				r.end, r.err = time.Now(), err
+				if err == nil && string(reply.Value) != payload {
+					r.misrouted = true
+				}
+				l.mu.Lock()
+				l.reqs = append(l.reqs, r)
+				l.mu.Unlock()
+			}
+		})
+	}
+	return l
+}
+
+func (l *clLoad) halt() []clReq {
+	close(l.stop)
+	l.wg.Wait()
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	sort.Slice(l.reqs, func(i, j int) bool { return l.reqs[i].start.Before(l.reqs[j].start) })
+	return l.reqs
+}
+
+// TestClusterLeaderKill kills, with SIGKILL and under load, the broker that
+// leads the most request and reply partitions (the responders' group
+// coordinator if it is among the leaders with the most), brings it back,
+// and moves leadership back to it. It prints the figures of issue 9: how
+// many requests failed and when, whether live leaders kept serving, and
+// what the return of the broker cost.
+func TestClusterLeaderKill(t *testing.T) {
+	ctl := clusterCtl(t)
+	e := newEnv(t)
+	const parts = 6
+	requests, replies := e.topic(t, parts), e.topic(t, parts)
+	group := "leaderkill-" + requests
+	ctx := testCtx(t, 10*time.Minute)
+	admin := adminClient(t, e.brokers)
+
+	var (
+		hmu     sync.Mutex // protects handled
+		handled = make(map[string]int)
+	)
+	handler := func(_ context.Context, req *syncbridge.Message) (syncbridge.Message, error) {
+		hmu.Lock()
+		handled[string(req.Value)]++
+		hmu.Unlock()
+		return syncbridge.Message{Value: req.Value}, nil
+	}
+	for range 2 {
+		r, err := syncbridge.NewResponder(ctx, e.transport(t), requests, handler, syncbridge.WithGroup(group), syncbridge.WithConcurrentHandlers())
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer r.Close()
+	}
+	var bridges []*syncbridge.Bridge
+	for range 2 {
+		b, err := syncbridge.New(ctx, e.transport(t), syncbridge.WithReplyTopic(replies))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer b.Close()
+		bridges = append(bridges, b)
+	}
+	// Every partition answers before the fault.
+	for p := range int32(parts) {
+		rctx, cancel := context.WithTimeout(ctx, 60*time.Second)
+		_, err := bridges[0].Request(rctx, syncbridge.Message{Topic: requests, Partition: p, UsePartition: true, Value: []byte("warm")})
+		cancel()
+		if err != nil {
+			t.Fatalf("warm-up on partition %d: %v", p, err)
+		}
+	}
+
+	reqLeaders, repLeaders := leadersOf(t, admin, requests), leadersOf(t, admin, replies)
+	coord := coordinatorOf(t, admin, group)
+	lead := make(map[int32]int)
+	for _, l := range reqLeaders {
+		lead[l]++
+	}
+	for _, l := range repLeaders {
+		lead[l]++
+	}
+	victim := int32(-1)
+	for b, n := range lead {
+		if victim < 0 || n > lead[victim] || (n == lead[victim] && b == coord) {
+			victim = b
+		}
+	}
+	var liveParts []int32
+	for p, l := range reqLeaders {
+		if l != victim {
+			liveParts = append(liveParts, p)
+		}
+	}
+	slices.Sort(liveParts)
+	t.Logf("victim: broker %d leads %d of %d request and reply partitions; group coordinator: broker %d; request partitions led by others: %v",
+		victim, lead[victim], 2*parts, coord, liveParts)
+
+	const timeout = 2 * time.Second
+	load := startClLoad(bridges, requests, parts, 16, timeout)
+	phase := func(d time.Duration) {
+		select {
+		case <-time.After(d):
+		case <-ctx.Done():
+		}
+	}
+	phase(3 * time.Second)
+	kill := time.Now()
+	ctl("kill", fmt.Sprint(victim))
+	phase(20 * time.Second)
+	restart := time.Now()
+	ctl("start-node", fmt.Sprint(victim))
+	answered := time.Now()
+	electPreferred(t, admin)
+	elected := time.Now()
+	phase(10 * time.Second)
+	reqs := load.halt()
+
+	var (
+		n, failed, misrouted, overdue      int
+		firstFail, lastFail                time.Duration = -1, -1
+		after5s, liveFailed, restartFailed int
+		worstLate                          time.Duration
+	)
+	live := make(map[int32]bool)
+	for _, p := range liveParts {
+		live[p] = true
+	}
+	for _, r := range reqs {
+		n++
+		if r.misrouted {
+			misrouted++
+			continue
+		}
+		if late := r.end.Sub(r.deadline); late > worstLate {
+			worstLate = late
+		}
+		if r.end.After(r.deadline.Add(time.Second)) {
+			overdue++
+		}
+		if r.err == nil {
+			continue
+		}
+		failed++
+		if r.start.Before(kill.Add(-timeout)) {
+			t.Errorf("a request failed before the kill: %v", r.err)
+			continue
+		}
+		if r.start.Before(restart) {
+			if d := r.end.Sub(kill); firstFail < 0 || d < firstFail {
+				firstFail = d
+			}
+			if d := r.start.Sub(kill); d > lastFail {
+				lastFail = d
+			}
+			if !r.start.Before(kill.Add(5 * time.Second)) {
+				after5s++
+			}
+			if live[r.partition] {
+				liveFailed++
+			}
+		} else {
+			restartFailed++
+		}
+	}
+	hmu.Lock()
+	dups := 0
+	for _, c := range handled {
+		if c > 1 {
+			dups++
+		}
+	}
+	hmu.Unlock()
+	t.Logf("%d requests (timeout %v) over %v: %d failed, %d misrouted, %d ended later than deadline + 1s (latest: deadline %+v)",
+		n, timeout, reqs[len(reqs)-1].end.Sub(reqs[0].start).Round(time.Second), failed, misrouted, overdue, worstLate.Round(time.Millisecond))
+	if firstFail >= 0 {
+		t.Logf("after the kill: failures from +%v to +%v (requests started then); %d failed of those started 5 s or more after the kill (target 0); %d failed on request partitions led by live brokers %v",
+			firstFail.Round(10*time.Millisecond), lastFail.Round(10*time.Millisecond), after5s, liveFailed, liveParts)
+	} else {
+		t.Logf("after the kill: no request failed")
+	}
+	t.Logf("the broker's return (answering %v after the restart began) and leadership moving back (election took %v): %d failed (target 0); requests handled twice: %d (target 0)",
+		answered.Sub(restart).Round(time.Millisecond), elected.Sub(answered).Round(time.Millisecond), restartFailed, dups)
+	for i, b := range bridges {
+		t.Logf("bridge %d: %+v", i, b.Stats())
+	}
+	if misrouted != 0 || overdue != 0 {
+		t.Errorf("%d misrouted and %d requests later than deadline + 1s, want 0 and 0", misrouted, overdue)
+	}
+	// Recovery, at the least: the last 5 s before the restart were clean.
+	for _, r := range reqs {
+		if r.err != nil && r.start.After(restart.Add(-5*time.Second)) && r.start.Before(restart) {
+			t.Errorf("requests still failed 15 s after the kill: %v", r.err)
+			break
+		}
+	}
+}
+
