@@ -9,10 +9,10 @@ import (
 	"testing"
 	"time"
 
-	kafkago "github.com/segmentio/kafka-go"
 	"github.com/twmb/franz-go/pkg/kmsg"
 
 	"github.com/syncbridge/syncbridge"
+	"github.com/syncbridge/syncbridge/kafka"
 )
 
 // Batches respect the topic's max.message.bytes: on a topic limited to
@@ -103,7 +103,7 @@ func TestBatchesFitTopic(t *testing.T) {
 		wg.Wait()
 		bigErr := errs["large"]
 		t.Logf("the 20 kB message: %v", bigErr)
-		if !errors.Is(bigErr, kafkago.MessageSizeTooLarge) || !errors.Is(bigErr, syncbridge.ErrNotSent) {
+		if !errors.Is(bigErr, kafka.MessageTooLarge) || !errors.Is(bigErr, syncbridge.ErrNotSent) {
 			t.Errorf("the 20 kB message: %v, want MessageSizeTooLarge and ErrNotSent", bigErr)
 		}
 		if bigErr != nil && !strings.Contains(bigErr.Error(), "max.message.bytes is 10240") {

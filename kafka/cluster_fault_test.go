@@ -342,4 +342,3 @@ func TestClusterLeaderKill(t *testing.T) {
 		}
 	}
 }
-

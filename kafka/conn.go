@@ -10,9 +10,12 @@ import (
 	"strconv"
 	"time"
 
-	kafka "github.com/segmentio/kafka-go"
 	"github.com/segmentio/kafka-go/protocol"
 	"github.com/segmentio/kafka-go/protocol/apiversions"
+	"github.com/segmentio/kafka-go/protocol/fetch"
+	"github.com/segmentio/kafka-go/protocol/listoffsets"
+	meta "github.com/segmentio/kafka-go/protocol/metadata"
+	"github.com/segmentio/kafka-go/protocol/produce"
 	"github.com/segmentio/kafka-go/protocol/saslauthenticate"
 	"github.com/segmentio/kafka-go/protocol/saslhandshake"
 )
@@ -30,6 +33,26 @@ type brokerConn struct {
 	nc       net.Conn
 	pc       *protocol.Conn
 	lastUsed time.Time // end of the last round trip
+	// throttled is when the broker's last throttle time ends: a broker
+	// over a quota answers at once and mutes the connection for the
+	// throttle time it names (KIP-219); the next request waits for it.
+	throttled time.Time
+}
+
+// throttleOf returns the throttle time a response carries.
+func throttleOf(res protocol.Message) time.Duration {
+	var ms int32
+	switch r := res.(type) {
+	case *produce.Response:
+		ms = r.ThrottleTimeMs
+	case *fetch.Response:
+		ms = r.ThrottleTimeMs
+	case *meta.Response:
+		ms = r.ThrottleTimeMs
+	case *listoffsets.Response:
+		ms = r.ThrottleTimeMs
+	}
+	return time.Duration(max(ms, 0)) * time.Millisecond
 }
 
 // connMaxIdle is how long a connection may sit unused before it is
@@ -46,6 +69,16 @@ const connMaxIdle = time.Minute
 // broker: false when the error came before anything was written (dialing,
 // TLS, SASL).
 func (c *brokerConn) roundTrip(ctx context.Context, req protocol.Message) (res protocol.Message, written bool, err error) {
+	if wait := time.Until(c.throttled); wait > 0 {
+		c.t.stats.throttled.Add(int64(wait))
+		tm := time.NewTimer(wait)
+		select {
+		case <-tm.C:
+		case <-ctx.Done():
+			tm.Stop()
+			return nil, false, ctx.Err()
+		}
+	}
 	now := time.Now()
 	if c.pc != nil && now.Sub(c.lastUsed) > connMaxIdle {
 		c.close()
@@ -77,6 +110,9 @@ func (c *brokerConn) roundTrip(ctx context.Context, req protocol.Message) (res p
 		return nil, true, err
 	}
 	c.lastUsed = time.Now()
+	if d := throttleOf(res); d > 0 {
+		c.throttled = c.lastUsed.Add(d)
+	}
 	return res, true, nil
 }
 
@@ -96,7 +132,7 @@ func (c *brokerConn) dial(ctx context.Context) error {
 		addr, ok = t.brokerAddr(c.broker)
 	}
 	if !ok {
-		return fmt.Errorf("broker %d: %w", c.broker, kafka.BrokerNotAvailable)
+		return fmt.Errorf("broker %d: %w", c.broker, BrokerNotAvailable)
 	}
 	ctx, cancel := context.WithTimeout(ctx, t.cfg.dialTimeout)
 	defer cancel()
@@ -141,7 +177,7 @@ func negotiate(ctx context.Context, pc *protocol.Conn, t *Transport) error {
 	}
 	res := r.(*apiversions.Response)
 	if res.ErrorCode != 0 {
-		return fmt.Errorf("API versions: %w", kafka.Error(res.ErrorCode))
+		return fmt.Errorf("API versions: %w", Error(res.ErrorCode))
 	}
 	ver := make(map[protocol.ApiKey]int16, len(res.ApiKeys))
 	for _, k := range res.ApiKeys {
@@ -158,7 +194,7 @@ func negotiate(ctx context.Context, pc *protocol.Conn, t *Transport) error {
 		return fmt.Errorf("SASL handshake: %w", err)
 	}
 	if code := hr.(*saslhandshake.Response).ErrorCode; code != 0 {
-		return fmt.Errorf("SASL handshake: %w", kafka.Error(code))
+		return fmt.Errorf("SASL handshake: %w", Error(code))
 	}
 	sess, state, err := m.Start(ctx)
 	if err != nil {
@@ -168,13 +204,13 @@ func negotiate(ctx context.Context, pc *protocol.Conn, t *Transport) error {
 		ar, err := pc.RoundTrip(&saslauthenticate.Request{AuthBytes: state})
 		if err != nil {
 			if errors.Is(err, io.EOF) {
-				return fmt.Errorf("SASL %s: %w", m.Name(), kafka.SASLAuthenticationFailed)
+				return fmt.Errorf("SASL %s: %w", m.Name(), SASLAuthenticationFailed)
 			}
 			return fmt.Errorf("SASL %s: %w", m.Name(), err)
 		}
 		res := ar.(*saslauthenticate.Response)
 		if res.ErrorCode != 0 {
-			return fmt.Errorf("SASL %s: %w: %s", m.Name(), kafka.Error(res.ErrorCode), res.ErrorMessage)
+			return fmt.Errorf("SASL %s: %w: %s", m.Name(), Error(res.ErrorCode), res.ErrorMessage)
 		}
 		if done, state, err = sess.Next(ctx, res.AuthBytes); err != nil {
 			return fmt.Errorf("SASL %s: %w", m.Name(), err)

@@ -7,7 +7,6 @@ import (
 	"slices"
 	"sync"
 
-	kafka "github.com/segmentio/kafka-go"
 	"github.com/segmentio/kafka-go/protocol"
 )
 
@@ -67,7 +66,7 @@ func (t *Transport) ctlRoundTrip(ctx context.Context, addr string, req protocol.
 func (t *Transport) ctlBroker(ctx context.Context, id int32, req protocol.Message) (protocol.Message, error) {
 	addr, ok := t.brokerAddr(id)
 	if !ok {
-		return nil, fmt.Errorf("broker %d: %w", id, kafka.BrokerNotAvailable)
+		return nil, fmt.Errorf("broker %d: %w", id, BrokerNotAvailable)
 	}
 	return t.ctlRoundTrip(ctx, addr, req)
 }

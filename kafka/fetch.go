@@ -274,7 +274,7 @@ func (rd *reader) fetchLoop(ctx context.Context, f *fetcher, orphans chan<- []*c
 			return
 		}
 		if res.ErrorCode != 0 {
-			end(fmt.Errorf("syncbridge/kafka: fetch from broker %d: %w", f.leader, kafka.Error(res.ErrorCode)))
+			end(fmt.Errorf("syncbridge/kafka: fetch from broker %d: %w", f.leader, Error(res.ErrorCode)))
 			return
 		}
 		gone = gone[:0]
@@ -292,8 +292,8 @@ func (rd *reader) fetchLoop(ctx context.Context, f *fetcher, orphans chan<- []*c
 					if c == nil {
 						continue
 					}
-					kerr := kafka.Error(rp.ErrorCode)
-					if kerr == kafka.OffsetOutOfRange {
+					kerr := Error(rp.ErrorCode)
+					if kerr == errOffsetOutOfRange {
 						if err := rd.reset(ctx, c); err != nil {
 							t.logf(slog.LevelWarn, "syncbridge/kafka: offset reset failed", "topic", rd.topic, "partition", c.partition, "err", err)
 							gone = append(gone, c)

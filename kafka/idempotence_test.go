@@ -11,6 +11,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/twmb/franz-go/pkg/kmsg"
+
 	"github.com/syncbridge/syncbridge"
 	"github.com/syncbridge/syncbridge/kafka"
 )
@@ -187,5 +189,54 @@ func TestNoDuplicatesAfterLostAnswers(t *testing.T) {
 				t.Errorf("without idempotence no message was written twice: the test cannot see duplicates")
 			}
 		})
+	}
+}
+
+// A broker over a quota answers with a throttle time and mutes the
+// connection for it: the next request on it waits that long instead of
+// being sent into the muted connection.
+func TestThrottleHonoured(t *testing.T) {
+	e := newEnv(t)
+	if e.cluster == nil {
+		t.Skip("needs kfake to answer with a throttle time")
+	}
+	topic := e.topic(t, 1)
+	tr := e.transport(t)
+	ctx := testCtx(t, 30*time.Second)
+	if err := tr.Publish(ctx, syncbridge.Message{Topic: topic, Value: []byte("warm")}); err != nil {
+		t.Fatal(err)
+	}
+	const throttle = 400 * time.Millisecond
+	e.cluster.ControlKey(int16(kmsg.Produce), func(req kmsg.Request) (kmsg.Response, error, bool) {
+		preq := req.(*kmsg.ProduceRequest)
+		res := preq.ResponseKind().(*kmsg.ProduceResponse)
+		res.SetVersion(preq.GetVersion())
+		res.ThrottleMillis = int32(throttle / time.Millisecond)
+		for _, rt := range preq.Topics {
+			st := kmsg.NewProduceResponseTopic()
+			st.Topic = rt.Topic
+			for _, rp := range rt.Partitions {
+				sp := kmsg.NewProduceResponseTopicPartition()
+				sp.Partition = rp.Partition
+				st.Partitions = append(st.Partitions, sp)
+			}
+			res.Topics = append(res.Topics, st)
+		}
+		return res, nil, true
+	})
+	if err := tr.Publish(ctx, syncbridge.Message{Topic: topic, Value: []byte("throttled")}); err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	if err := tr.Publish(ctx, syncbridge.Message{Topic: topic, Value: []byte("after")}); err != nil {
+		t.Fatal(err)
+	}
+	took := time.Since(start)
+	t.Logf("the publish after a %v throttle took %v; transport %+v", throttle, took.Round(time.Millisecond), tr.Stats())
+	if took < throttle-50*time.Millisecond {
+		t.Errorf("the next produce request did not wait for the throttle time")
+	}
+	if tr.Stats().Throttled == 0 {
+		t.Errorf("Stats.Throttled is 0")
 	}
 }

@@ -142,22 +142,13 @@ func TLS(cfg *tls.Config) Option {
 	return optFunc(func(c *config) error { c.tls = cfg; return nil })
 }
 
-// SASL authenticates every connection with a kafka-go SASL mechanism.
-// SASLPlain and SASLScram build the common ones. Default: no SASL.
-func SASL(m sasl.Mechanism) Option {
+// SASLPlain authenticates every connection with SASL/PLAIN. Use it over
+// TLS only: the password crosses the network in clear. Default: no SASL.
+func SASLPlain(user, password string) Option {
 	return optFunc(func(c *config) error {
-		if m == nil {
-			return errors.New("SASL: nil mechanism")
-		}
-		c.sasl = m
+		c.sasl = plain.Mechanism{Username: user, Password: password}
 		return nil
 	})
-}
-
-// SASLPlain authenticates with SASL/PLAIN. Use it over TLS only: the
-// password crosses the network in clear.
-func SASLPlain(user, password string) Option {
-	return SASL(plain.Mechanism{Username: user, Password: password})
 }
 
 // ScramAlgorithm names a SCRAM hash for SASLScram.

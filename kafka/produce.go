@@ -8,7 +8,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	kafka "github.com/segmentio/kafka-go"
 	"github.com/segmentio/kafka-go/protocol"
 
 	"github.com/syncbridge/syncbridge"
@@ -261,7 +260,7 @@ func (t *Transport) dispatch(r *pending, m *topicMeta, cached bool) bool {
 		if cached {
 			return false
 		}
-		t.router.retryLater(r, fmt.Errorf("syncbridge/kafka: publish to %s[%d]: %w", r.topic, r.partition, kafka.LeaderNotAvailable))
+		t.router.retryLater(r, fmt.Errorf("syncbridge/kafka: publish to %s[%d]: %w", r.topic, r.partition, LeaderNotAvailable))
 		return true
 	}
 	p, err := t.producerFor(leader)
@@ -489,10 +488,10 @@ func (t *Transport) dispatchBatch(b *batch, m *topicMeta) bool {
 // appended on the leader but short of replicas, or an error the broker
 // does not explain. Every other code refuses the batch before it is
 // appended.
-func maybeStored(code kafka.Error) bool {
+func maybeStored(code Error) bool {
 	switch code {
-	case kafka.RequestTimedOut, kafka.NotEnoughReplicasAfterAppend, kafka.Unknown,
-		kafka.NetworkException, kafka.KafkaStorageError, kafka.DuplicateSequenceNumber:
+	case RequestTimedOut, errNotEnoughReplicasAfterAppend, UnknownServerError,
+		errNetworkException, errKafkaStorageError, errDuplicateSequenceNumber:
 		return true
 	}
 	return false

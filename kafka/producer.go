@@ -8,7 +8,6 @@ import (
 	"sync"
 	"time"
 
-	kafka "github.com/segmentio/kafka-go"
 	"github.com/segmentio/kafka-go/protocol"
 	"github.com/segmentio/kafka-go/protocol/initproducerid"
 	"github.com/segmentio/kafka-go/protocol/produce"
@@ -102,8 +101,8 @@ func (t *Transport) ensurePID(ctx context.Context) error {
 	}
 	res := r.(*initproducerid.Response)
 	if res.ErrorCode != 0 {
-		kerr := kafka.Error(res.ErrorCode)
-		if kerr.Temporary() {
+		kerr := Error(res.ErrorCode)
+		if kerr.Retriable() {
 			return fmt.Errorf("syncbridge/kafka: init producer ID: %w", kerr)
 		}
 		t.logf(slog.LevelWarn, "syncbridge/kafka: the cluster refused a producer ID: publishing without idempotence (a retry may write a message twice)", "err", kerr)
@@ -529,8 +528,8 @@ func (p *producer) send(parts []*batch) {
 				}
 			}
 		}
-		kerr := kafka.Error(code)
-		if code == 0 || kerr == kafka.DuplicateSequenceNumber {
+		kerr := Error(code)
+		if code == 0 || kerr == errDuplicateSequenceNumber {
 			t.stats.produced.Add(uint64(len(b.recs)))
 			for _, r := range b.recs {
 				r.finish(stSending, nil)
@@ -545,7 +544,7 @@ func (p *producer) send(parts []*batch) {
 		} else {
 			err = fmt.Errorf("syncbridge/kafka: produce to %s[%d]: %w", b.topic, b.partition, kerr)
 		}
-		tooLarge := kerr == kafka.MessageSizeTooLarge || kerr == kafka.RecordListTooLarge
+		tooLarge := kerr == MessageTooLarge || kerr == RecordListTooLarge
 		if tooLarge {
 			limit := t.batchLimit(b.topic)
 			if len(b.recs) == 1 {
@@ -565,20 +564,20 @@ func (p *producer) send(parts []*batch) {
 			p.dissolve(b, err, true)
 		case code == -2 || maybeStored(kerr):
 			b.setWritten()
-			refresh = refresh || kerr.Temporary()
-			if code == -2 || kerr.Temporary() {
+			refresh = refresh || kerr.Retriable()
+			if code == -2 || kerr.Retriable() {
 				p.retry(b, err)
 			} else {
 				b.end(t, err, false)
 			}
-		case kerr == kafka.UnknownProducerId || kerr == kafka.OutOfOrderSequenceNumber ||
-			kerr == kafka.InvalidProducerEpoch || kerr == kafka.ProducerFenced || kerr == kafka.InvalidProducerIDMapping:
+		case kerr == errUnknownProducerID || kerr == errOutOfOrderSequenceNumber ||
+			kerr == errInvalidProducerEpoch || kerr == errProducerFenced || kerr == errInvalidProducerIDMapping:
 			// The broker lost track of the producer ID or of its numbers:
 			// a new producer ID, and the batch again under it.
 			t.logf(slog.LevelWarn, "syncbridge/kafka: producer ID reset", "topic", b.topic, "partition", b.partition, "err", kerr)
 			t.resetPID(b.pidGen)
 			p.retry(b, err)
-		case kerr.Temporary():
+		case kerr.Retriable():
 			refresh = true
 			p.retry(b, err)
 		default:

@@ -22,8 +22,8 @@ import (
 )
 
 // Errors returned by the Transport. Compare with errors.Is: they are
-// wrapped. Errors a broker returns wrap kafka-go's kafka.Error, so
-// errors.Is(err, kafka.NotLeaderForPartition) holds, for instance.
+// wrapped. Errors a broker returns wrap an Error, so errors.Is(err,
+// kafka.MessageTooLarge) holds, for instance.
 var (
 	// ErrUnknownTopic is returned by Publish and Subscribe for a topic the
 	// cluster does not have (and that CreateTopics did not create).
@@ -44,16 +44,17 @@ var errClosedNotSent error = &notSentError{errClosed}
 // low-level protocol API. It is safe for concurrent use. Create it with New
 // and release it with Close.
 //
-// Publish hands messages to one produce loop per broker, which sends what
-// is queued at once when no produce request is in flight and otherwise
-// gathers everything that arrives meanwhile into the next request: no
-// linger, and batches as fat as the load makes them. Broadcast
-// subscriptions read all their partitions with one fetch request per
-// broker and round; group subscriptions join a Kafka consumer group and
-// commit an offset once the handler has returned for it. Produce and fetch
-// loops own their broker connections; metadata, offset lookups and topic
-// creation go through a kafka-go Transport, group membership through a
-// kafka-go ConsumerGroup.
+// PublishAsync (and Publish) hand messages to one produce loop per broker,
+// which sends what is queued at once when no produce request is in flight
+// and otherwise gathers everything that arrives meanwhile into the next
+// request: no linger, and batches as fat as the load makes them, within
+// each topic's max.message.bytes. Under RequireAll the producer is
+// idempotent. Broadcast subscriptions read all their partitions with one
+// fetch request per leader and round; group subscriptions join a Kafka
+// consumer group and commit an offset once the handler has returned for
+// it. Every connection (produce, fetch, metadata, offsets, topic creation)
+// is set up in one place, with TLS and SASL as configured; group
+// membership goes through a kafka-go ConsumerGroup.
 type Transport struct {
 	cfg       config
 	bootstrap []string
@@ -89,6 +90,7 @@ type Transport struct {
 	stats struct {
 		produceRequests, produced, produceErrors atomic.Uint64
 		fetchRequests, fetched, fetchErrors      atomic.Uint64
+		throttled                                atomic.Int64 // nanoseconds
 	}
 }
 
@@ -100,6 +102,9 @@ type Stats struct {
 	FetchRequests   uint64 // fetch requests sent
 	Fetched         uint64 // records delivered to handlers
 	FetchErrors     uint64 // fetch requests or partitions that failed
+	// Throttled is the time requests waited because a broker over a quota
+	// asked for it (its throttle_time_ms).
+	Throttled time.Duration
 }
 
 // Stats returns the Transport's counters. Safe for concurrent use.
@@ -111,6 +116,7 @@ func (t *Transport) Stats() Stats {
 		FetchRequests:   t.stats.fetchRequests.Load(),
 		Fetched:         t.stats.fetched.Load(),
 		FetchErrors:     t.stats.fetchErrors.Load(),
+		Throttled:       time.Duration(t.stats.throttled.Load()),
 	}
 }
 
@@ -382,7 +388,7 @@ func (t *Transport) describeMaxMessageBytes(ctx context.Context, topic string) (
 			continue
 		}
 		if res.ErrorCode != 0 {
-			return 0, fmt.Errorf("%w: %s", kafka.Error(res.ErrorCode), res.ErrorMessage)
+			return 0, fmt.Errorf("%w: %s", Error(res.ErrorCode), res.ErrorMessage)
 		}
 		for _, c := range res.ConfigEntries {
 			if c.ConfigName == "max.message.bytes" {
@@ -461,8 +467,8 @@ func (t *Transport) loadTopicMeta(ctx context.Context, topic string) (*topicMeta
 			continue
 		}
 		if tm.ErrorCode != 0 {
-			kerr := kafka.Error(tm.ErrorCode)
-			if kerr == kafka.UnknownTopicOrPartition || kerr == kafka.InvalidTopic {
+			kerr := Error(tm.ErrorCode)
+			if kerr == UnknownTopicOrPartition || kerr == errInvalidTopic {
 				return nil, fmt.Errorf("%w %q: %w", ErrUnknownTopic, topic, kerr)
 			}
 			return nil, fmt.Errorf("syncbridge/kafka: metadata for %q: %w", topic, kerr)
@@ -494,8 +500,8 @@ func (t *Transport) createTopic(ctx context.Context, topic string) error {
 		return fmt.Errorf("syncbridge/kafka: create topic %q: %w", topic, err)
 	}
 	for _, tr := range r.(*createtopics.Response).Topics {
-		if tr.ErrorCode != 0 && kafka.Error(tr.ErrorCode) != kafka.TopicAlreadyExists {
-			return fmt.Errorf("syncbridge/kafka: create topic %q: %w", topic, kafka.Error(tr.ErrorCode))
+		if tr.ErrorCode != 0 && Error(tr.ErrorCode) != errTopicAlreadyExists {
+			return fmt.Errorf("syncbridge/kafka: create topic %q: %w", topic, Error(tr.ErrorCode))
 		}
 	}
 	t.logf(slog.LevelInfo, "syncbridge/kafka: created topic", "topic", topic, "partitions", t.cfg.createPartitions)
@@ -539,7 +545,7 @@ func (t *Transport) listOffsets(ctx context.Context, topic string, parts []int32
 			return nil, fmt.Errorf("%w: %s[%d]", ErrUnknownPartition, topic, p)
 		}
 		if leader < 0 {
-			return nil, fmt.Errorf("syncbridge/kafka: list offsets of %s[%d]: %w", topic, p, kafka.LeaderNotAvailable)
+			return nil, fmt.Errorf("syncbridge/kafka: list offsets of %s[%d]: %w", topic, p, LeaderNotAvailable)
 		}
 		byLeader[leader] = append(byLeader[leader], p)
 	}
@@ -561,7 +567,7 @@ func (t *Transport) listOffsets(ctx context.Context, topic string, parts []int32
 		for _, rt := range r.(*listoffsets.Response).Topics {
 			for _, rp := range rt.Partitions {
 				if rp.ErrorCode != 0 {
-					return nil, fmt.Errorf("syncbridge/kafka: list offsets of %s[%d]: %w", topic, rp.Partition, kafka.Error(rp.ErrorCode))
+					return nil, fmt.Errorf("syncbridge/kafka: list offsets of %s[%d]: %w", topic, rp.Partition, Error(rp.ErrorCode))
 				}
 				out[rp.Partition] = rp.Offset
 			}
@@ -587,9 +593,9 @@ func retriable(err error) bool {
 		// The broker itself was asked: not a stale cache.
 		return false
 	}
-	var kerr kafka.Error
+	var kerr Error
 	if errors.As(err, &kerr) {
-		return kerr.Temporary()
+		return kerr.Retriable()
 	}
 	// Network errors, timeouts of one request, kafka-go routing errors
 	// (no leader, mismatching leaders) and the like.
