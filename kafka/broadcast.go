@@ -7,8 +7,6 @@ import (
 	"sync"
 	"sync/atomic"
 
-	kafka "github.com/segmentio/kafka-go"
-
 	"github.com/syncbridge/syncbridge"
 )
 
@@ -53,7 +51,7 @@ func (t *Transport) subscribeBroadcast(ctx context.Context, topic string, parts 
 	var offsets map[int32]int64
 	err := t.retry(ctx, func() error {
 		var err error
-		offsets, err = t.listOffsets(ctx, topic, parts, kafka.LastOffset)
+		offsets, err = t.listOffsets(ctx, topic, parts, lastOffset)
 		return err
 	})
 	if err != nil {

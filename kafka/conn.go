@@ -32,7 +32,8 @@ type brokerConn struct {
 	addr     string // when set, the address to dial instead of broker's
 	nc       net.Conn
 	pc       *protocol.Conn
-	lastUsed time.Time // end of the last round trip
+	versions map[protocol.ApiKey]int16 // negotiated with the broker
+	lastUsed time.Time                 // end of the last round trip
 	// throttled is when the broker's last throttle time ends: a broker
 	// over a quota answers at once and mutes the connection for the
 	// throttle time it names (KIP-219); the next request waits for it.
@@ -160,63 +161,82 @@ func (c *brokerConn) dial(ctx context.Context) error {
 	stop := context.AfterFunc(ctx, func() { _ = nc.SetDeadline(time.Unix(1, 0)) })
 	defer stop()
 	pc := protocol.NewConn(nc, t.cfg.clientID)
-	if err := negotiate(ctx, pc, t); err != nil {
+	ver, err := negotiate(ctx, pc, t)
+	if err != nil {
 		_ = nc.Close()
 		return fmt.Errorf("broker %d at %s: %w", c.broker, addr, err)
 	}
 	_ = nc.SetDeadline(time.Time{})
-	c.nc, c.pc = nc, pc
+	c.nc, c.pc, c.versions = nc, pc, ver
 	return nil
 }
 
 // negotiate picks the API versions and authenticates.
-func negotiate(ctx context.Context, pc *protocol.Conn, t *Transport) error {
+func negotiate(ctx context.Context, pc *protocol.Conn, t *Transport) (map[protocol.ApiKey]int16, error) {
 	r, err := pc.RoundTrip(new(apiversions.Request))
 	if err != nil {
-		return fmt.Errorf("API versions: %w", err)
+		return nil, fmt.Errorf("API versions: %w", err)
 	}
 	res := r.(*apiversions.Response)
 	if res.ErrorCode != 0 {
-		return fmt.Errorf("API versions: %w", Error(res.ErrorCode))
+		return nil, fmt.Errorf("API versions: %w", Error(res.ErrorCode))
 	}
 	ver := make(map[protocol.ApiKey]int16, len(res.ApiKeys))
 	for _, k := range res.ApiKeys {
 		key := protocol.ApiKey(k.ApiKey)
 		ver[key] = key.SelectVersion(k.MinVersion, k.MaxVersion)
+		if (key == protocol.Heartbeat || key == protocol.LeaveGroup) && k.MinVersion == 0 {
+			// kafka-go declares the answers' fields of versions 1 and up
+			// in the wrong order (error code before throttle time): v0
+			// has no throttle time. fixHeartbeat undoes the mix-up for a
+			// broker that has no v0.
+			ver[key] = 0
+		}
 	}
 	pc.SetVersions(ver)
 	if t.cfg.sasl == nil {
-		return nil
+		return ver, nil
 	}
 	m := t.cfg.sasl
 	hr, err := pc.RoundTrip(&saslhandshake.Request{Mechanism: m.Name()})
 	if err != nil {
-		return fmt.Errorf("SASL handshake: %w", err)
+		return nil, fmt.Errorf("SASL handshake: %w", err)
 	}
 	if code := hr.(*saslhandshake.Response).ErrorCode; code != 0 {
-		return fmt.Errorf("SASL handshake: %w", Error(code))
+		return nil, fmt.Errorf("SASL handshake: %w", Error(code))
 	}
 	sess, state, err := m.Start(ctx)
 	if err != nil {
-		return fmt.Errorf("SASL %s: %w", m.Name(), err)
+		return nil, fmt.Errorf("SASL %s: %w", m.Name(), err)
 	}
 	for done := false; !done; {
 		ar, err := pc.RoundTrip(&saslauthenticate.Request{AuthBytes: state})
 		if err != nil {
 			if errors.Is(err, io.EOF) {
-				return fmt.Errorf("SASL %s: %w", m.Name(), SASLAuthenticationFailed)
+				return nil, fmt.Errorf("SASL %s: %w", m.Name(), SASLAuthenticationFailed)
 			}
-			return fmt.Errorf("SASL %s: %w", m.Name(), err)
+			return nil, fmt.Errorf("SASL %s: %w", m.Name(), err)
 		}
 		res := ar.(*saslauthenticate.Response)
 		if res.ErrorCode != 0 {
-			return fmt.Errorf("SASL %s: %w: %s", m.Name(), Error(res.ErrorCode), res.ErrorMessage)
+			return nil, fmt.Errorf("SASL %s: %w: %s", m.Name(), Error(res.ErrorCode), res.ErrorMessage)
 		}
 		if done, state, err = sess.Next(ctx, res.AuthBytes); err != nil {
-			return fmt.Errorf("SASL %s: %w", m.Name(), err)
+			return nil, fmt.Errorf("SASL %s: %w", m.Name(), err)
 		}
 	}
-	return nil
+	return ver, nil
+}
+
+// fixHeartbeat returns the error code of a heartbeat answer decoded by
+// kafka-go: from version 1 on, kafka-go reads the throttle time's first two
+// bytes as the error code and the rest, with the error code, as the
+// throttle time.
+func fixHeartbeat(errorCode int16, throttle int32, version int16) int16 {
+	if version < 1 {
+		return errorCode
+	}
+	return int16(throttle)
 }
 
 // brokerAddr returns the host:port of a broker, from the last metadata.

@@ -51,3 +51,9 @@ const (
 	errUnknownProducerID            Error = 59
 	errProducerFenced               Error = 90
 )
+
+// ListOffsets timestamps for the start and the end of a partition.
+const (
+	firstOffset int64 = -2
+	lastOffset  int64 = -1
+)

@@ -10,7 +10,6 @@ import (
 	"sync"
 	"time"
 
-	kafka "github.com/segmentio/kafka-go"
 	"github.com/segmentio/kafka-go/protocol"
 	"github.com/segmentio/kafka-go/protocol/fetch"
 
@@ -190,7 +189,7 @@ func (rd *reader) newPartitions(ctx context.Context, known map[int32]bool) ([]*c
 	}
 	// Everything in a partition added after the subscription started was
 	// published after it started: read it from its start.
-	first, err := rd.t.listOffsets(ctx, rd.topic, add, kafka.FirstOffset)
+	first, err := rd.t.listOffsets(ctx, rd.topic, add, firstOffset)
 	if err != nil {
 		return nil, err
 	}
@@ -384,11 +383,11 @@ func (rd *reader) fetch(ctx context.Context, conn *brokerConn, curs []*cursor) (
 // to the nearest end of the log: the start when it fell behind retention,
 // the end when the log was truncated or recreated below it.
 func (rd *reader) reset(ctx context.Context, c *cursor) error {
-	first, err := rd.t.listOffsets(ctx, rd.topic, []int32{c.partition}, kafka.FirstOffset)
+	first, err := rd.t.listOffsets(ctx, rd.topic, []int32{c.partition}, firstOffset)
 	if err != nil {
 		return err
 	}
-	last, err := rd.t.listOffsets(ctx, rd.topic, []int32{c.partition}, kafka.LastOffset)
+	last, err := rd.t.listOffsets(ctx, rd.topic, []int32{c.partition}, lastOffset)
 	if err != nil {
 		return err
 	}

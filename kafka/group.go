@@ -2,15 +2,10 @@ package kafka
 
 import (
 	"context"
-	"errors"
-	"fmt"
 	"log/slog"
-	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
-
-	kafka "github.com/segmentio/kafka-go"
 
 	"github.com/syncbridge/syncbridge"
 )
@@ -20,15 +15,15 @@ import (
 // partition is left out of fetches.
 const workerQueue = 4
 
-// groupSub is a running group subscription: a kafka-go ConsumerGroup for
-// membership and assignments, this package's reader for fetching, one
+// groupSub is a running group subscription: a member of the consumer
+// group (membership.go), this package's reader for fetching, one
 // goroutine per assigned partition for the handler, and a committer.
 type groupSub struct {
 	t          *Transport
+	group      string
 	topic      string
 	h          syncbridge.Handler
-	concurrent bool // cfg.Concurrent: handler calls may overlap
-	cg         *kafka.ConsumerGroup
+	concurrent bool            // cfg.Concurrent: handler calls may overlap
 	ctx        context.Context // ends on Close; the handler's context
 	cancel     context.CancelFunc
 	done       chan struct{} // closed when every goroutine has ended
@@ -36,29 +31,10 @@ type groupSub struct {
 }
 
 func (t *Transport) subscribeGroup(cfg syncbridge.SubscribeConfig, h syncbridge.Handler) (syncbridge.Subscription, error) {
-	cg, err := kafka.NewConsumerGroup(kafka.ConsumerGroupConfig{
-		ID:                     cfg.Group,
-		Brokers:                slices.Clone(t.bootstrap),
-		Dialer:                 t.dial,
-		Topics:                 []string{cfg.Topic},
-		HeartbeatInterval:      t.cfg.heartbeat,
-		SessionTimeout:         t.cfg.sessionTimeout,
-		RebalanceTimeout:       t.cfg.rebalanceTimeout,
-		JoinGroupBackoff:       t.cfg.maxRetryBackoff,
-		WatchPartitionChanges:  true,
-		PartitionWatchInterval: t.cfg.metadataMaxAge,
-		StartOffset:            kafka.FirstOffset,
-		Logger:                 t.kafkaLogger(slog.LevelDebug),
-		ErrorLogger:            t.kafkaLogger(slog.LevelWarn),
-	})
-	if err != nil {
-		return nil, errors.Join(errors.New("syncbridge/kafka: consumer group"), err)
-	}
-	s := &groupSub{t: t, topic: cfg.Topic, h: h, concurrent: cfg.Concurrent, cg: cg, done: make(chan struct{})}
+	s := &groupSub{t: t, group: cfg.Group, topic: cfg.Topic, h: h, concurrent: cfg.Concurrent, done: make(chan struct{})}
 	s.ctx, s.cancel = context.WithCancel(t.ctx)
 	if err := t.addSub(s); err != nil {
 		s.cancel()
-		_ = cg.Close()
 		return nil, err
 	}
 	go func() {
@@ -73,7 +49,7 @@ func (t *Transport) subscribeGroup(cfg syncbridge.SubscribeConfig, h syncbridge.
 // commits what they processed, leaves the group (so that the other members
 // take the partitions over at once) and returns once every goroutine has
 // ended. With the group coordinator unreachable, the commit and the leave
-// request may each take kafka-go's coordinator timeout (5 s). Idempotent.
+// request may each take DialTimeout (5 s by default). Idempotent.
 func (s *groupSub) Close() error {
 	s.once.Do(s.cancel)
 	<-s.done
@@ -81,21 +57,29 @@ func (s *groupSub) Close() error {
 }
 
 func (s *groupSub) run() {
-	// Closing the group ends the generation in progress (its goroutines
-	// commit and return first) and leaves the group.
-	defer s.cg.Close()
-	for {
-		gen, err := s.cg.Next(s.ctx)
+	m := newMember(s.t, s.group, s.topic)
+	defer m.close()
+	defer m.leave(context.Background())
+	for s.ctx.Err() == nil {
+		g, err := m.join(s.ctx)
 		if err != nil {
-			if s.ctx.Err() != nil {
-				return
-			}
-			// The group retries by itself, after a backoff.
-			s.t.logf(slog.LevelWarn, "syncbridge/kafka: consumer group", "topic", s.topic, "err", err)
-			continue
+			return // closed
 		}
-		s.t.logf(slog.LevelDebug, "syncbridge/kafka: joined generation", "group", gen.GroupID, "generation", gen.ID, "member", gen.MemberID, "assignments", len(gen.Assignments[s.topic]))
-		gen.Start(func(gctx context.Context) { s.runGeneration(gctx, gen) })
+		partitions := -1
+		if meta, err := s.t.topicMeta(s.ctx, s.topic); err == nil {
+			partitions = len(meta.partitions)
+		}
+		s.t.logf(slog.LevelDebug, "syncbridge/kafka: joined generation", "group", g.group, "generation", g.id, "member", g.memberID, "assignments", len(g.assigned))
+		gctx, cancel := context.WithCancel(s.ctx)
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			defer cancel() // a generation that cannot go on joins again
+			s.runGeneration(gctx, g)
+		}()
+		_ = m.heartbeats(gctx, g, partitions)
+		cancel()
+		<-done
 	}
 }
 
@@ -150,7 +134,7 @@ func (w *partWorker) finished(offset int64) bool {
 }
 
 // runGeneration consumes the partitions of one generation until it ends.
-func (s *groupSub) runGeneration(gctx context.Context, gen *kafka.Generation) {
+func (s *groupSub) runGeneration(gctx context.Context, gen *generation) {
 	t := s.t
 	// Reads end with the generation or the subscription.
 	ctx, cancel := context.WithCancel(s.ctx)
@@ -158,7 +142,7 @@ func (s *groupSub) runGeneration(gctx context.Context, gen *kafka.Generation) {
 	stopGen := context.AfterFunc(gctx, cancel)
 	defer stopGen()
 
-	assigned := gen.Assignments[s.topic]
+	assigned := gen.assigned
 	if len(assigned) == 0 {
 		<-ctx.Done()
 		return
@@ -166,15 +150,15 @@ func (s *groupSub) runGeneration(gctx context.Context, gen *kafka.Generation) {
 	// Resolve the start of partitions the group never committed.
 	var unresolved []int32
 	for _, a := range assigned {
-		if a.Offset < 0 {
-			unresolved = append(unresolved, int32(a.ID))
+		if a.offset < 0 {
+			unresolved = append(unresolved, a.partition)
 		}
 	}
 	var starts map[int32]int64
 	if len(unresolved) > 0 {
 		err := t.retry(ctx, func() error {
 			var err error
-			starts, err = t.listOffsets(ctx, s.topic, unresolved, kafka.FirstOffset)
+			starts, err = t.listOffsets(ctx, s.topic, unresolved, firstOffset)
 			return err
 		})
 		if err != nil {
@@ -197,12 +181,12 @@ func (s *groupSub) runGeneration(gctx context.Context, gen *kafka.Generation) {
 	byCursor := make(map[*cursor]*partWorker, len(assigned))
 	curs := make([]*cursor, len(assigned))
 	for i, a := range assigned {
-		off := a.Offset
+		off := a.offset
 		if off < 0 {
-			off = starts[int32(a.ID)]
+			off = starts[a.partition]
 		}
 		w := &partWorker{
-			cur:       &cursor{partition: int32(a.ID), offset: off},
+			cur:       &cursor{partition: a.partition, offset: off},
 			batches:   make(chan []record, workerQueue),
 			committed: off,
 		}
@@ -260,22 +244,22 @@ func (s *groupSub) runGeneration(gctx context.Context, gen *kafka.Generation) {
 		})
 	}
 
-	commit := func() {
-		offsets := make(map[int]int64)
+	commit := func(ctx context.Context) {
+		offsets := make(map[int32]int64)
 		for _, w := range workers {
 			if p := w.processed.Load(); p > w.committed {
-				offsets[int(w.cur.partition)] = p
+				offsets[w.cur.partition] = p
 			}
 		}
 		if len(offsets) == 0 {
 			return
 		}
-		if err := gen.CommitOffsets(map[string]map[int]int64{s.topic: offsets}); err != nil {
-			t.logf(slog.LevelWarn, "syncbridge/kafka: commit failed", "group", gen.GroupID, "topic", s.topic, "err", err)
+		if err := gen.commit(ctx, s.topic, offsets); err != nil {
+			t.logf(slog.LevelWarn, "syncbridge/kafka: commit failed", "group", gen.group, "topic", s.topic, "err", err)
 			return
 		}
 		for _, w := range workers {
-			if p, ok := offsets[int(w.cur.partition)]; ok {
+			if p, ok := offsets[w.cur.partition]; ok {
 				w.committed = p
 			}
 		}
@@ -290,7 +274,7 @@ func (s *groupSub) runGeneration(gctx context.Context, gen *kafka.Generation) {
 			case <-ctx.Done():
 				return
 			case <-dirty:
-				commit()
+				commit(ctx)
 			}
 			if t.cfg.commitInterval > 0 {
 				tm := time.NewTimer(t.cfg.commitInterval)
@@ -324,15 +308,7 @@ func (s *groupSub) runGeneration(gctx context.Context, gen *kafka.Generation) {
 	// partitions go to another member.
 	hwg.Wait()
 	<-committerDone
-	commit()
-}
-
-// kafkaLogger adapts the Transport's logger to kafka-go's, or returns nil.
-func (t *Transport) kafkaLogger(level slog.Level) kafka.Logger {
-	if t.log == nil {
-		return nil
-	}
-	return kafka.LoggerFunc(func(format string, args ...any) {
-		t.log.Log(context.Background(), level, "syncbridge/kafka: kafka-go: "+fmt.Sprintf(format, args...))
-	})
+	fctx, fcancel := context.WithTimeout(context.Background(), t.cfg.dialTimeout)
+	commit(fctx)
+	fcancel()
 }

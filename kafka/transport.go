@@ -12,7 +12,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	kafka "github.com/segmentio/kafka-go"
 	"github.com/segmentio/kafka-go/protocol/createtopics"
 	"github.com/segmentio/kafka-go/protocol/describeconfigs"
 	"github.com/segmentio/kafka-go/protocol/listoffsets"
@@ -58,9 +57,8 @@ var errClosedNotSent error = &notSentError{errClosed}
 type Transport struct {
 	cfg       config
 	bootstrap []string
-	ctl       ctlPool       // idle connections for control requests
-	dial      *kafka.Dialer // for consumer group coordinator connections
-	log       *slog.Logger  // nil when logging is off
+	ctl       ctlPool      // idle connections for control requests
+	log       *slog.Logger // nil when logging is off
 
 	ctx    context.Context // ends on Close
 	cancel context.CancelFunc
@@ -176,15 +174,6 @@ func New(brokers []string, opts ...Option) (*Transport, error) {
 		}
 	}
 	t.netDial = t.trackDial(dial)
-	t.dial = &kafka.Dialer{
-		ClientID:      cfg.clientID,
-		Timeout:       cfg.dialTimeout,
-		DualStack:     true,
-		KeepAlive:     30 * time.Second,
-		TLS:           cfg.tls,
-		SASLMechanism: cfg.sasl,
-		DialFunc:      t.netDial,
-	}
 	return t, nil
 }
 
@@ -531,7 +520,7 @@ func (t *Transport) requestCtx(ctx context.Context) (context.Context, context.Ca
 }
 
 // listOffsets returns the offsets of the partitions of topic at ts
-// (kafka.LastOffset for the end, kafka.FirstOffset for the start), asking
+// (lastOffset for the end, firstOffset for the start), asking
 // each partition's leader.
 func (t *Transport) listOffsets(ctx context.Context, topic string, parts []int32, ts int64) (map[int32]int64, error) {
 	m, err := t.topicMeta(ctx, topic)
