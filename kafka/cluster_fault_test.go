@@ -114,6 +114,7 @@ type clReq struct {
 	partition  int32
 	err        error
 	misrouted  bool
+	payload    string
 }
 
 // clLoad sends requests through bridges, pinned round robin to the
@@ -140,7 +141,7 @@ func startClLoad(bridges []*syncbridge.Bridge, topic string, parts int32, worker
 				i := seq.Add(1)
 				p := int32(i % int64(parts))
 				payload := fmt.Sprintf("req-%d", i)
-				r := clReq{start: time.Now(), partition: p}
+				r := clReq{start: time.Now(), partition: p, payload: payload}
 				ctx, cancel := context.WithTimeout(context.Background(), timeout)
 				r.deadline, _ = ctx.Deadline()
 				reply, err := b.Request(ctx, syncbridge.Message{Topic: topic, Partition: p, UsePartition: true, Value: []byte(payload)})
@@ -308,6 +309,23 @@ func TestClusterLeaderKill(t *testing.T) {
 			}
 		} else {
 			restartFailed++
+		}
+	}
+	byPart := make(map[int32][]string)
+	hmu.Lock()
+	for _, r := range reqs {
+		if r.err != nil && !r.misrouted {
+			mark := ""
+			if handled[r.payload] > 0 {
+				mark = "h" // the Responder handled it: its reply was lost or late
+			}
+			byPart[r.partition] = append(byPart[r.partition], fmt.Sprintf("%+.2fs%s", r.start.Sub(kill).Seconds(), mark))
+		}
+	}
+	hmu.Unlock()
+	for p := range int32(parts) {
+		if len(byPart[p]) > 0 {
+			t.Logf("partition %d (leader %d): %d failed, started at %v after the kill (h: handled by a Responder)", p, reqLeaders[p], len(byPart[p]), byPart[p])
 		}
 	}
 	hmu.Lock()

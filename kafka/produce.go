@@ -253,7 +253,17 @@ func (t *Transport) dispatch(r *pending, m *topicMeta, cached bool) bool {
 	case r.key != nil:
 		r.partition = m.partitions[int(murmur2(r.key)&0x7fffffff)%len(m.partitions)]
 	default:
-		r.partition = m.partitions[int(t.spread.Add(1))%len(m.partitions)]
+		// Round robin, past partitions whose leader just failed.
+		n := len(m.partitions)
+		start := int(t.spread.Add(1))
+		r.partition = m.partitions[start%n]
+		for i := range n {
+			p := m.partitions[(start+i)%n]
+			if l := m.leaders[p]; l >= 0 && !t.isDown(l) {
+				r.partition = p
+				break
+			}
+		}
 	}
 	leader := m.leaders[r.partition]
 	if leader < 0 {

@@ -497,6 +497,7 @@ func (p *producer) send(parts []*batch) {
 			err = errClosed
 		} else {
 			err = fmt.Errorf("syncbridge/kafka: produce to broker %d: %w", p.broker, err)
+			t.markDown(p.broker)
 			t.refreshMetadata()
 		}
 		for _, b := range parts {
@@ -512,6 +513,7 @@ func (p *producer) send(parts []*batch) {
 		}
 		return
 	}
+	t.markUp(p.broker)
 	resp := res.(*produce.Response)
 	refresh := false
 	for _, b := range parts {
@@ -589,6 +591,45 @@ func (p *producer) send(parts []*batch) {
 	}
 }
 
+// markDown records that broker just failed a produce request: keyless
+// messages go to partitions led by other brokers for MetadataMaxAge, or
+// until it answers again.
+func (t *Transport) markDown(broker int32) {
+	t.downMu.Lock()
+	if t.down == nil {
+		t.down = make(map[int32]time.Time)
+	}
+	if _, ok := t.down[broker]; !ok {
+		t.downN.Add(1)
+	}
+	t.down[broker] = time.Now().Add(t.cfg.metadataMaxAge)
+	t.downMu.Unlock()
+}
+
+// markUp records that broker answered a produce request.
+func (t *Transport) markUp(broker int32) {
+	if t.downN.Load() == 0 {
+		return
+	}
+	t.downMu.Lock()
+	if _, ok := t.down[broker]; ok {
+		delete(t.down, broker)
+		t.downN.Add(-1)
+	}
+	t.downMu.Unlock()
+}
+
+// isDown reports whether broker failed a produce request lately.
+func (t *Transport) isDown(broker int32) bool {
+	if t.downN.Load() == 0 {
+		return false
+	}
+	t.downMu.Lock()
+	defer t.downMu.Unlock()
+	until, ok := t.down[broker]
+	return ok && time.Now().Before(until)
+}
+
 // setWritten records that an attempt may have stored b.
 func (b *batch) setWritten() {
 	b.written = true
@@ -642,6 +683,11 @@ func (p *producer) dissolve(b *batch, err error, now bool) {
 	t := p.t
 	var requeued []*pending
 	for _, r := range b.recs {
+		if r.key == nil && !r.usePartition && !r.written.Load() {
+			// Certainly not written, and no key: it may go to another
+			// partition, one whose leader answers.
+			r.partition = -1
+		}
 		if r.state.CompareAndSwap(stSending, stQueued) { // else its context ended
 			requeued = append(requeued, r)
 		}

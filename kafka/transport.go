@@ -72,11 +72,10 @@ type Transport struct {
 	subs      map[closer]struct{}
 	shared    map[sharedKey]*sharedReader
 
-	metaMu      sync.Mutex // protects topics, limits, brokerAddrs, lastRefresh
+	metaMu      sync.Mutex // protects topics, limits, brokerAddrs
 	topics      map[string]*topicMeta
 	limits      map[string]topicLimit
 	brokerAddrs map[int32]string // broker ID -> host:port
-	lastRefresh time.Time
 
 	netDial func(ctx context.Context, network, addr string) (net.Conn, error)
 
@@ -84,6 +83,10 @@ type Transport struct {
 	conns  map[*trackedConn]struct{}
 
 	spread atomic.Uint32 // round robin for keyless messages
+
+	downMu sync.Mutex          // protects down
+	down   map[int32]time.Time // brokers that failed a produce request, until when
+	downN  atomic.Int32        // len(down), read without downMu
 
 	stats struct {
 		produceRequests, produced, produceErrors atomic.Uint64
@@ -499,17 +502,19 @@ func (t *Transport) createTopic(ctx context.Context, topic string) error {
 
 // refreshMetadata drops what the Transport knows of the cluster's topics,
 // after an error that says it is stale (not leader, unknown partition,
-// broker gone): the next request asks a broker. At most one refresh happens
-// per retry backoff.
+// broker gone): the next request asks a broker. Metadata fetched within the
+// last retry backoff is kept: it was most likely fetched after the change
+// that caused the error, and keeping it bounds how often a topic's
+// metadata is asked for while errors go on.
 func (t *Transport) refreshMetadata() {
 	t.metaMu.Lock()
-	if time.Since(t.lastRefresh) < t.cfg.retryBackoff {
-		t.metaMu.Unlock()
-		return
+	defer t.metaMu.Unlock()
+	now := time.Now()
+	for topic, m := range t.topics {
+		if now.Sub(m.fetched) >= t.cfg.retryBackoff {
+			delete(t.topics, topic)
+		}
 	}
-	t.lastRefresh = time.Now()
-	clear(t.topics)
-	t.metaMu.Unlock()
 }
 
 // requestCtx bounds one request by RequestTimeout, and by Close.
