@@ -34,12 +34,61 @@
 //
 // A broadcast subscription (no group) reads its partitions directly,
 // starting at the end offsets resolved before Subscribe returns, with one
-// fetch request per broker and round for all its partitions (and for every
+// fetch request per leader and round for all its partitions (and for every
 // other broadcast subscription of the same Transport to the same
-// partitions). A group subscription joins a Kafka consumer group; each
+// partitions). Each leader has its own fetch loop: a partition whose leader
+// fails or moves is read from its new leader once the metadata names it,
+// and the other leaders' partitions are read on meanwhile. A broadcast
+// subscription to every partition of a topic (a Bridge's reply topic)
+// reads partitions added to the topic from their start within
+// MetadataMaxAge. A group subscription joins a Kafka consumer group; each
 // assigned partition has its own handler goroutine, and an offset is
 // committed only after the handler returned for its message, so delivery
-// is at least once. See Transport.Subscribe.
+// is at least once. Group membership is this package's own, on kafka-go's
+// protocol API: a member keeps its member ID, and through the failure of
+// the group's coordinator (its broker restarted or killed) keeps its
+// generation and reads on while it finds the new coordinator, so the group
+// does not wait for session timeouts to expire. See Transport.Subscribe.
+//
+// # Faults, and what callers see
+//
+// Measured by the tests this package runs in CI (Apache Kafka 4.4, on a
+// two-core machine; callers with a 2 s timeout):
+//
+//   - Broker restart (one broker, clean stop and start, TestBridgeBrokerRestart):
+//     replies flow again 0.8 s after the restarted broker answers (they took
+//     10 s and more with kafka-go's ConsumerGroup, which rejoins as a new
+//     member and waits for the old members' sessions to expire).
+//   - Leader kill (three brokers, replication factor 3, min.insync.replicas
+//     2, TestClusterLeaderKill): SIGKILL of the broker leading the most
+//     request and reply partitions and coordinating the responders' group,
+//     16 callers, five runs: 21 to 38 of 9,100 to 10,400 requests failed,
+//     all started within 2.3 s of the kill (until the cluster fenced the
+//     dead broker and moved its leaderships: broker.session.timeout.ms, 4 s
+//     in scripts/kafka, 9 s by default); none of those started 5 s or more
+//     after the kill; 0 misrouted; none ended later than its deadline plus
+//     4 ms. On partitions led by live brokers 10 to 24 requests failed per
+//     run: those in flight at the kill, whose replies were on their way to
+//     the dead broker, and in one run those started in the next 2 s too.
+//     The broker's return and leadership moving back to it cost 0 failed
+//     requests in three runs of five, 6 and 16 in the other two; 1 request
+//     was handled twice per run (target: 0).
+//   - Rolling deploy (TestRollingDeploy): two of three responders replaced
+//     one after the other with Shutdown under load: 0 failed requests.
+//   - Partitions added under load (TestPartitionsAdded, MetadataMaxAge
+//     500 ms): 0 lost replies; the first reply on a new reply partition and
+//     the first request from a new request partition about 1 s after the
+//     partitions were added.
+//   - A produce request whose answer is lost is sent again as it was; the
+//     idempotent producer makes the broker write it once
+//     (TestNoDuplicatesAfterLostAnswers: 0 duplicates, against 24 to 110
+//     with RequireLeader, which has no idempotence).
+//
+// The settings that change these figures: on the brokers,
+// broker.session.timeout.ms (how long a dead broker keeps its
+// leaderships); here, GroupTimeouts (a member that gets no heartbeat
+// through for the session timeout stops reading and rejoins), MetadataMaxAge
+// and RetryBackoff (how soon new leaders and new partitions are found).
 //
 // # Reply routing
 //
@@ -65,7 +114,7 @@
 // The defaults are chosen for request/reply: acks from all in-sync
 // replicas, no linger, a 250 ms fetch wait (a fetch returns as soon as one
 // record arrives; the wait only bounds idle polling), consumer group
-// session 10 s and heartbeat 500 ms (kafka-go's 30 s and 3 s make
-// rebalances slow), a group that never committed starts at the earliest
-// offset. Logging is off unless Logger is given.
+// session 10 s and heartbeat 500 ms, a group that never committed starts at
+// the earliest offset, an idempotent producer under RequireAll. Logging is
+// off unless Logger is given.
 package kafka
