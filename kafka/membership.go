@@ -76,6 +76,97 @@ func (g *generation) commit(ctx context.Context, topic string, offsets map[int32
 	return g.m.commit(ctx, g, topic, offsets)
 }
 
+// The consumer protocol's subscription and assignment come from other
+// clients of the group: bytes off the wire. kafka-go's decoder allocates
+// whatever array length the bytes claim (a few bytes can ask for gigabytes),
+// so they are read here, bounds-checked, for what the member needs.
+
+// wireReader reads big-endian fields, failing past the end of its bytes.
+type wireReader struct {
+	b   []byte
+	err error
+}
+
+func (r *wireReader) take(n int) []byte {
+	if r.err != nil || n < 0 || n > len(r.b) {
+		if r.err == nil {
+			r.err = errors.New("truncated")
+		}
+		return nil
+	}
+	out := r.b[:n]
+	r.b = r.b[n:]
+	return out
+}
+
+func (r *wireReader) int16() int16 {
+	b := r.take(2)
+	if b == nil {
+		return 0
+	}
+	return int16(b[0])<<8 | int16(b[1])
+}
+
+func (r *wireReader) int32() int32 {
+	b := r.take(4)
+	if b == nil {
+		return 0
+	}
+	return int32(b[0])<<24 | int32(b[1])<<16 | int32(b[2])<<8 | int32(b[3])
+}
+
+func (r *wireReader) string() string { return string(r.take(int(r.int16()))) }
+
+// count reads an array length, which each element of at least min bytes
+// must fit in what is left.
+func (r *wireReader) count(min int) int {
+	n := int(r.int32())
+	if n < 0 {
+		return 0 // null
+	}
+	if r.err == nil && n*min > len(r.b) {
+		r.err = fmt.Errorf("array of %d elements in %d bytes", n, len(r.b))
+	}
+	if r.err != nil {
+		return 0
+	}
+	return n
+}
+
+// decodeAssignment returns the partitions of topic in an assignment.
+func decodeAssignment(b []byte, topic string) ([]int32, error) {
+	r := &wireReader{b: b}
+	r.int16() // version: every version starts with the assigned partitions
+	var parts []int32
+	for range r.count(2 + 4) {
+		name := r.string()
+		for range r.count(4) {
+			p := r.int32()
+			if name == topic {
+				parts = append(parts, p)
+			}
+		}
+	}
+	if r.err != nil {
+		return nil, fmt.Errorf("malformed assignment: %w", r.err)
+	}
+	return parts, nil
+}
+
+// decodeSubscription returns the topics of a member's subscription.
+func decodeSubscription(b []byte) ([]string, error) {
+	r := &wireReader{b: b}
+	r.int16() // version: every version starts with the topics
+	var topics []string
+	for range r.count(2) {
+		topics = append(topics, r.string())
+	}
+	if r.err != nil {
+		return nil, fmt.Errorf("malformed subscription: %w", r.err)
+	}
+	return topics, nil
+}
+
 // member is one member of a consumer group, reading one topic.
 type member struct {
 	t     *Transport
@@ -244,14 +335,9 @@ func (m *member) joinOnce(ctx context.Context, sub []byte) (*generation, error) 
 	g := &generation{group: m.group, id: jr.GenerationID, memberID: m.memberID, m: m}
 	var parts []int32
 	if len(sr.Assignments) > 0 {
-		var a consumer.Assignment
-		if err := protocol.Unmarshal(sr.Assignments, consumer.MaxVersionSupported, &a); err != nil {
-			return nil, fmt.Errorf("sync: assignment: %w", err)
-		}
-		for _, tp := range a.AssignedPartitions {
-			if tp.Topic == m.topic {
-				parts = append(parts, tp.Partitions...)
-			}
+		parts, err = decodeAssignment(sr.Assignments, m.topic)
+		if err != nil {
+			return nil, fmt.Errorf("sync: %w", err)
 		}
 	}
 	slices.Sort(parts)
@@ -280,12 +366,12 @@ func (m *member) assign(ctx context.Context, members []joingroup.ResponseMember)
 	}
 	var ids []string
 	for _, mb := range members {
-		var s consumer.Subscription
-		if err := protocol.Unmarshal(mb.Metadata, consumer.MaxVersionSupported, &s); err != nil {
+		topics, err := decodeSubscription(mb.Metadata)
+		if err != nil {
 			m.t.logf(slog.LevelWarn, "syncbridge/kafka: unreadable member subscription", "group", m.group, "member", mb.MemberID, "err", err)
 			continue
 		}
-		if slices.Contains(s.Topics, m.topic) {
+		if slices.Contains(topics, m.topic) {
 			ids = append(ids, mb.MemberID)
 		}
 	}
