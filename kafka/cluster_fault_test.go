@@ -352,11 +352,7 @@ func TestClusterLeaderKill(t *testing.T) {
 	if misrouted != 0 || overdue != 0 {
 		t.Errorf("%d misrouted and %d requests later than deadline + 1s, want 0 and 0", misrouted, overdue)
 	}
-	// Recovery, at the least: the last 5 s before the restart were clean.
-	for _, r := range reqs {
-		if r.err != nil && r.start.After(restart.Add(-5*time.Second)) && r.start.Before(restart) {
-			t.Errorf("requests still failed 15 s after the kill: %v", r.err)
-			break
-		}
+	if after5s != 0 {
+		t.Errorf("%d requests started 5 s or more after the kill failed, want 0", after5s)
 	}
 }

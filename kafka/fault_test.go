@@ -393,6 +393,13 @@ func TestBridgeBrokerRestart(t *testing.T) {
 	}
 	t.Logf("stop took %v, start %v; %d requests in flight at the stop failed; first reply %v after the start began, %d replies after it",
 		downTook.Round(time.Millisecond), upTook.Round(time.Millisecond), inFlightFailed, firstOK.Round(time.Millisecond), recovered)
+	// up returns once the broker answers: replies must flow again within
+	// 2 s of that (the group keeps its member ID and generation).
+	afterAnswer := firstOK - upTook
+	t.Logf("replies flow again %v after the broker answered (target: 2s)", afterAnswer.Round(time.Millisecond))
+	if e.real && afterAnswer > 2*time.Second {
+		t.Errorf("replies flowed again %v after the broker answered, want 2s at most", afterAnswer.Round(time.Millisecond))
+	}
 
 	// Then a batch of requests through the same Bridge all succeed.
 	ftBatch(t, b, requests, 64, ftPick(10*time.Second, 30*time.Second))
