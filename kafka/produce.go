@@ -201,8 +201,10 @@ func (t *Transport) Publish(ctx context.Context, msg syncbridge.Message) error {
 //
 // done receives nil once the broker acknowledged the message. Retriable
 // errors (leader moved or unavailable, network errors) are retried in the
-// background, on the partition first chosen, with fresh metadata, until
-// ctx ends. When ctx ends first, done receives an error wrapping ctx.Err()
+// background with fresh metadata until ctx ends, on the partition first
+// chosen: only a keyless message that certainly was not written may move to
+// a partition whose leader answers. Under RequireAll the producer is
+// idempotent: a retry never writes a message twice. When ctx ends first, done receives an error wrapping ctx.Err()
 // at once: if the message was still queued it is dropped, never sent, and
 // the error wraps syncbridge.ErrNotSent; if a produce request carrying it
 // was in flight, it may have been written. Errors that say the broker did
