@@ -33,8 +33,11 @@ func TestInprocContenders(t *testing.T) {
 			if r.errs != 0 || r.ops != 640 {
 				t.Fatalf("64 callers: %d requests answered, %d failed (first: %v), want 640 and 0", r.ops, r.errs, r.firstErr)
 			}
-			if r.p50 <= 0 || r.p99 < r.p50 {
-				t.Errorf("p50 %v, p99 %v", r.p50, r.p99)
+			if r.p50 <= 0 || r.p99 < r.p50 || r.p999 < r.p99 || r.max < r.p999 || r.mean <= 0 || r.mean > r.max {
+				t.Errorf("p50 %v, p99 %v, p99.9 %v, max %v, mean %v", r.p50, r.p99, r.p999, r.max, r.mean)
+			}
+			if r.mallocs < r.ops { // every contender allocates at least once per request
+				t.Errorf("%d allocations for %d requests", r.mallocs, r.ops)
 			}
 		})
 	}

@@ -310,13 +310,13 @@ func measure(c config, s *section, build func(name string) (*contender, error), 
 				return
 			}
 			if ct.maxSeq == 0 {
-				drive(ct.r, load{callers: 64, dur: c.warmDur, sampleEvery: 8})
+				drive(ct.r, load{callers: 64, dur: c.warmDur})
 			}
 			rand.Shuffle(len(levels), func(i, j int) { levels[i], levels[j] = levels[j], levels[i] })
 			for _, l := range levels {
 				r := driveCounting(ct, loadFor(ct, l))
 				s.get(n, l).runs = append(s.get(n, l).runs, r)
-				logf("%s round %d %-16s %-6s %9.0f ns/op %8.0f req/s  p50 %-12v p99 %-12v errors %d", s.kind, round+1, n, l, r.nsPerOp(), r.perSec(), r.pct(.5), r.pct(.99), r.errs)
+				logf("%s round %d %-16s %-6s %9.0f ns/op %8.0f req/s  p50 %-10v p99 %-10v p99.9 %-10v max %-10v mean %-10v errors %d", s.kind, round+1, n, l, r.nsPerOp(), r.perSec(), r.p50, r.p99, r.p999, r.max, r.mean, r.errs)
 			}
 			if err := ct.close(); err != nil {
 				logf("%s: close: %v", n, err)
@@ -349,7 +349,7 @@ func runInproc(c config) *section {
 		runs:   map[string]map[string]*series{},
 	}
 	measure(c, s, newInproc, func(_ *contender, level string) load {
-		l := load{callers: 1, dur: c.memDur, sampleEvery: 8}
+		l := load{callers: 1, dur: c.memDur}
 		if level == "par64" {
 			l.callers = 64
 		}

@@ -12,11 +12,16 @@ import (
 // the very numbers it reports.
 
 type jRun struct {
-	Ops, Errs         int64
-	Elapsed, CPU      time.Duration
-	P50, P99          time.Duration
-	Err               string `json:",omitempty"`
+	Ops, Errs    int64
+	Elapsed, CPU time.Duration
+	P50, P99     time.Duration
+	// P999, Max and Mean are zero in results saved before every request
+	// was timed.
+	P999, Max, Mean   time.Duration `json:",omitempty"`
+	Err               string        `json:",omitempty"`
 	Produces, Fetches int64
+	// Mallocs is absent from results saved before it was counted.
+	Mallocs *int64 `json:",omitempty"`
 }
 
 type jCPU struct {
@@ -84,11 +89,16 @@ func stringErr(s string) error {
 }
 
 func toJRun(r run) jRun {
-	return jRun{r.ops, r.errs, r.elapsed, r.cpu, r.p50, r.p99, errString(r.firstErr), r.produces, r.fetches}
+	return jRun{Ops: r.ops, Errs: r.errs, Elapsed: r.elapsed, CPU: r.cpu, P50: r.p50, P99: r.p99, P999: r.p999, Max: r.max, Mean: r.mean,
+		Err: errString(r.firstErr), Produces: r.produces, Fetches: r.fetches, Mallocs: &r.mallocs}
 }
 
 func fromJRun(j jRun) run {
-	return run{ops: j.Ops, errs: j.Errs, elapsed: j.Elapsed, cpu: j.CPU, p50: j.P50, p99: j.P99, firstErr: stringErr(j.Err), produces: j.Produces, fetches: j.Fetches}
+	mallocs := int64(-1)
+	if j.Mallocs != nil {
+		mallocs = *j.Mallocs
+	}
+	return run{mallocs: mallocs, ops: j.Ops, errs: j.Errs, elapsed: j.Elapsed, cpu: j.CPU, p50: j.P50, p99: j.P99, p999: j.P999, max: j.Max, mean: j.Mean, firstErr: stringErr(j.Err), produces: j.Produces, fetches: j.Fetches}
 }
 
 func toJCPU(u cpuUsage) jCPU {
