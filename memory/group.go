@@ -2,9 +2,11 @@ package memory
 
 import (
 	"context"
+	"runtime"
 	"slices"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/syncbridge/syncbridge"
 )
@@ -14,19 +16,68 @@ import (
 // partition is assigned to (partition modulo the number of members); a
 // Concurrent member runs each call in a goroutine of its own, up to
 // maxConcurrent at once, so that its calls overlap.
-// Keyless messages, which have no order to keep, go to the shortest queue,
-// so that none waits behind a busy partition while another is idle.
+//
+// Keyless messages have no order to keep: they wait in one queue shared by
+// all the workers, and whichever worker is free takes the next, handing it
+// to the member its (round-robin) partition is assigned to. So none waits
+// behind a busy handler while a worker is free, and the group serves them
+// first come, first served.
+//
+// How workers are woken decides the latency of requests, because of how Go
+// schedules goroutines. A goroutine woken by another (a worker woken by a
+// publisher, a caller woken by its reply) runs next on the waker's
+// processor and inherits the rest of its time slice: a caller and a
+// worker that wake each other can keep a processor for a whole time slice
+// (10 ms) while every other caller waits, and a few requests then take tens
+// of milliseconds (issue 11). Therefore:
+//   - A publisher wakes a parked worker only when no worker is ready to
+//     look at the keyless queue (every worker that is not parked is inside
+//     a handler call), and fewer than GOMAXPROCS workers are inside handler
+//     calls: more would not run anyway while those run.
+//   - A worker that finds nothing to do yields (runtime.Gosched) once before
+//     it parks. It stays ready meanwhile, so the callers that run in the
+//     meantime queue their requests without waking anyone (no hand-off
+//     that inherits a time slice), and it comes back to a batch, in the
+//     order the requests came.
+//   - A watchdog wakes one more worker when the keyless queue has not moved
+//     for about a millisecond: when every busy handler is blocked (on I/O,
+//     say) or the thread running one was descheduled.
 type group struct {
 	t      *Transport
 	tp     *topic
 	name   string
-	parts  []chan syncbridge.Message // one queue per partition worker
+	parts  []chan syncbridge.Message // one queue per partition worker, for keyed and partitioned messages
 	exited []chan struct{}           // closed when each worker returns
+
+	keyless chan syncbridge.Message // keyless messages, taken by any worker
+	wake    chan struct{}           // a token wakes one parked worker; capacity len(parts)
+	// active counts the workers that are not parked, and the wake tokens
+	// sent but not yet taken; busy those inside a handler call (or waiting
+	// for a member). A worker that is active and not busy looks at the
+	// keyless queue before it parks.
+	active, busy atomic.Int32
+	maxBusy      int32       // GOMAXPROCS when the group was made: see kick
+	taken        []takenCtr  // keyless messages taken, per worker: the watchdog's sign of progress
+	watchdog     *time.Timer // runs watch; armed while keyless messages wait for busy workers
+	armed        atomic.Bool // watchdog is set
+	mark         atomic.Int64
 
 	mu      sync.Mutex                // protects changes to members, and changed
 	members atomic.Pointer[[]*member] // read without mu
 	changed chan struct{}             // closed and replaced when members change
 }
+
+// takenCtr is a worker's count of the keyless messages it took, alone on
+// its cache line.
+type takenCtr struct {
+	n atomic.Int64
+	_ [56]byte
+}
+
+// watchdogPeriod is how long keyless messages may wait without any being
+// taken, while every worker that could take them is busy, before one more
+// worker is woken. Go timers shorter than a millisecond do not fire sooner.
+const watchdogPeriod = time.Millisecond
 
 // maxConcurrent bounds the overlapping handler calls of one member of a
 // group whose subscription is Concurrent.
@@ -57,12 +108,20 @@ func (t *Transport) join(tp *topic, name string, h syncbridge.Handler, concurren
 		}
 	}
 	if g == nil {
-		g = &group{t: t, tp: tp, name: name, changed: make(chan struct{})}
+		g = &group{t: t, tp: tp, name: name, changed: make(chan struct{}),
+			keyless: make(chan syncbridge.Message, t.QueueSize),
+			wake:    make(chan struct{}, t.Partitions),
+			taken:   make([]takenCtr, t.Partitions),
+			maxBusy: int32(max(1, runtime.GOMAXPROCS(0))),
+		}
 		g.members.Store(new([]*member))
 		for range t.Partitions {
 			g.parts = append(g.parts, make(chan syncbridge.Message, t.QueueSize))
 			g.exited = append(g.exited, make(chan struct{}))
 		}
+		g.active.Store(int32(t.Partitions)) // the workers start active
+		g.watchdog = time.AfterFunc(time.Hour, g.watch)
+		g.watchdog.Stop()
 		for p := range g.parts {
 			if !t.start(func() { g.run(p) }) {
 				tp.mu.Unlock()
@@ -98,32 +157,170 @@ func (t *Transport) join(tp *topic, name string, h syncbridge.Handler, concurren
 	return m, nil
 }
 
-// run serves partition p until the transport closes. It waits with a
-// plain receive, the cheapest wait there is; Close stops it with a message
-// that has no topic, which Publish never queues.
+// run serves partition p's queue, and the keyless queue when its own is
+// empty, until the transport closes. Close stops it with a message that
+// has no topic, which Publish never queues.
 func (g *group) run(p int) {
 	defer close(g.exited[p])
 	q := g.parts[p]
+	yielded := false
 	for {
-		msg := <-q
+		var (
+			msg     syncbridge.Message
+			keyless bool
+		)
+		select {
+		case msg = <-q:
+		default:
+			select {
+			case msg = <-g.keyless:
+				keyless = true
+			default:
+				if !yielded {
+					// Let the goroutines this worker woke run, and queue
+					// their next requests, before it parks (see group).
+					yielded = true
+					runtime.Gosched()
+					continue
+				}
+				var ok bool
+				if msg, keyless, ok = g.park(q); !ok {
+					yielded = false // woken to look at the keyless queue
+					continue
+				}
+			}
+		}
+		yielded = false
 		if msg.Topic == "" {
 			return
 		}
-		for !g.handOver(p, msg) {
-			// No open member: wait for the membership to change.
-			g.mu.Lock()
-			changed := g.changed
-			g.mu.Unlock()
-			if len(*g.members.Load()) > 0 {
-				continue // changed between handOver and reading changed
-			}
-			select {
-			case <-changed:
-			case <-g.t.done:
-				return
-			}
+		to := p
+		if keyless {
+			g.taken[p].n.Add(1)
+			to = int(msg.Partition)
+		}
+		g.busy.Add(1)
+		if len(g.keyless) > 0 {
+			g.kick() // this worker is no longer ready to take them
+		}
+		if !g.serve(to, msg) {
+			return
+		}
+		g.busy.Add(-1)
+	}
+}
+
+// park waits for a message on partition p's queue q or for a wake token,
+// after a last look at the keyless queue. It reports false when woken by a
+// token: the waker counted the worker active again.
+func (g *group) park(q chan syncbridge.Message) (msg syncbridge.Message, keyless, ok bool) {
+	g.active.Add(-1)
+	// A publisher queues, then reads active; this worker decrements active,
+	// then looks: one of the two sees the other.
+	select {
+	case msg = <-g.keyless:
+		g.active.Add(1)
+		return msg, true, true
+	default:
+	}
+	select {
+	case msg = <-q:
+		g.active.Add(1)
+		return msg, false, true
+	case <-g.wake:
+		return msg, false, false
+	}
+}
+
+// kick makes sure that a keyless message just queued will be taken: it
+// wakes a parked worker if no worker is ready to take it and fewer than
+// GOMAXPROCS are busy, and otherwise, if every active worker is busy, arms
+// the watchdog.
+func (g *group) kick() {
+	for {
+		a, b := g.active.Load(), g.busy.Load()
+		if a > b {
+			return // a worker will look at the keyless queue before it parks
+		}
+		if b >= g.maxBusy {
+			g.arm()
+			return
+		}
+		if g.active.CompareAndSwap(a, a+1) {
+			g.wakeOne()
+			return
 		}
 	}
+}
+
+// wakeOne sends a wake token for a worker already counted active.
+func (g *group) wakeOne() {
+	select {
+	case g.wake <- struct{}{}:
+	default: // a token for every worker is waiting already
+		g.active.Add(-1)
+	}
+}
+
+// arm sets the watchdog, unless it is set.
+func (g *group) arm() {
+	if !g.armed.Load() && g.armed.CompareAndSwap(false, true) {
+		g.mark.Store(g.takenSum())
+		g.watchdog.Reset(watchdogPeriod)
+	}
+}
+
+func (g *group) takenSum() int64 {
+	var n int64
+	for i := range g.taken {
+		n += g.taken[i].n.Load()
+	}
+	return n
+}
+
+// watch is the watchdog: if keyless messages wait and none was taken since
+// it was set, it wakes one more worker. It sets itself again while they
+// wait.
+func (g *group) watch() {
+	t := g.t
+	t.mu.Lock()
+	if t.closed {
+		t.mu.Unlock()
+		return
+	}
+	t.wg.Add(1) // so that Close waits for it
+	t.mu.Unlock()
+	defer t.wg.Done()
+	g.armed.Store(false)
+	if len(g.keyless) == 0 {
+		return
+	}
+	if g.takenSum() == g.mark.Load() {
+		g.active.Add(1)
+		g.wakeOne()
+	}
+	g.arm()
+}
+
+// serve hands msg to the member partition to is assigned to, waiting for a
+// member if there is none. It reports false when the transport closed
+// meanwhile.
+func (g *group) serve(to int, msg syncbridge.Message) bool {
+	for !g.handOver(to, msg) {
+		// No open member: wait for the membership to change.
+		g.mu.Lock()
+		changed := g.changed
+		g.mu.Unlock()
+		if len(*g.members.Load()) > 0 {
+			continue // changed between handOver and reading changed
+		}
+		select {
+		case <-changed:
+		case <-g.t.done:
+			return false
+		}
+	}
+	return true
 }
 
 // handOver calls the handler of the member partition p is assigned to,
@@ -189,21 +386,11 @@ func (m *member) Close() error {
 
 // stop makes every worker of g return, once the transport is closed.
 func (g *group) stop() {
+	g.watchdog.Stop()
 	for p, q := range g.parts {
 		select {
 		case q <- syncbridge.Message{}:
 		case <-g.exited[p]: // returned by itself (see run)
 		}
 	}
-}
-
-// shortest returns the partition whose queue is shortest.
-func (g *group) shortest() int32 {
-	best, n := 0, len(g.parts[0])
-	for p := 1; p < len(g.parts) && n > 0; p++ {
-		if l := len(g.parts[p]); l < n {
-			best, n = p, l
-		}
-	}
-	return int32(best)
 }

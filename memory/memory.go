@@ -9,7 +9,11 @@
 // to one of its subscriptions: each partition is served by one member at a
 // time, in order, so messages with the same key are handled in order;
 // but a Concurrent member runs each call in a goroutine of its own (up to
-// 64 at once), so that its calls overlap, even for one key.
+// 64 at once), so that its calls overlap, even for one key. Keyless
+// messages have no order to keep: a group queues them in one queue that
+// every partition's worker takes from, so that none waits behind a busy
+// handler call while a partition is free, and hands each to the member its
+// partition is assigned to.
 //
 // Queues are bounded: Publish blocks while a subscription's queue is full,
 // until ctx ends. A group without members keeps its messages queued until
@@ -203,7 +207,7 @@ func (t *Transport) Publish(ctx context.Context, msg syncbridge.Message) error {
 
 // deliver queues msg for every subscription of tp, and returns for how
 // many it did. A consumer group queues a keyless message where any of its
-// partition workers can take it.
+// partition workers can take it, and wakes one if none would (see group).
 func (t *Transport) deliver(ctx context.Context, tp *topic, msg syncbridge.Message, keyless bool) (queued int, err error) {
 	for _, s := range *tp.subs.Load() {
 		if s.parts != nil && !slices.Contains(s.parts, msg.Partition) {
@@ -233,21 +237,22 @@ func (t *Transport) deliver(ctx context.Context, tp *topic, msg syncbridge.Messa
 	for _, g := range *tp.groups.Load() {
 		q := g.parts[msg.Partition]
 		if keyless {
-			q = g.parts[g.shortest()]
+			q = g.keyless
 		}
 		select {
 		case q <- msg:
-			queued++
-			continue
 		default:
+			select {
+			case q <- msg:
+			case <-t.done:
+				return queued, ErrClosed
+			case <-ctx.Done():
+				return queued, ctx.Err()
+			}
 		}
-		select {
-		case q <- msg:
-			queued++
-		case <-t.done:
-			return queued, ErrClosed
-		case <-ctx.Done():
-			return queued, ctx.Err()
+		queued++
+		if keyless {
+			g.kick()
 		}
 	}
 	return queued, nil
