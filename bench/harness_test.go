@@ -112,7 +112,10 @@ func TestReport(t *testing.T) {
 		t.Fatal(err)
 	}
 	md := res.markdown(c)
-	for _, want := range []string{"## Targets", "syncbridge ns/op ÷ floor", "](x/l.svg)", "## Scale", "## Peer versions", "github.com/nats-io/nats.go"} {
+	for _, want := range []string{"## Targets", "syncbridge ns/op ÷ floor", "](x/l.svg)", "## Scale", "## Peer versions", "github.com/nats-io/nats.go",
+		"| p50 µs | p99 µs | p99.9 µs | max µs | mean µs |", "allocs/req, 64 callers",
+		"syncbridge mean latency ÷ floor mean latency", "syncbridge p99 ÷ syncbridge mean latency", "syncbridge p99.9 ÷ floor p99.9",
+		"syncbridge max latency ÷ floor max latency", "syncbridge heap allocations per request"} {
 		if !strings.Contains(md, want) {
 			t.Errorf("report lacks %q", want)
 		}
@@ -137,5 +140,33 @@ func TestReport(t *testing.T) {
 		} else if err != nil {
 			t.Fatalf("SVG is not well-formed: %v", err)
 		}
+	}
+}
+
+// TestRenderOlderResults: results saved before every request was timed
+// (no p99.9, max, mean or allocations) still render: the mean by Little's
+// law, allocations as not measured.
+func TestRenderOlderResults(t *testing.T) {
+	old := `{"Config":{"Rounds":1,"Sections":{"memory":true}},"Inproc":{"Kind":"in-process","Title":"In-process","Names":["floor","syncbridge"],"Levels":["seq","par64"],
+	"Runs":{"floor":{"seq":[{"Ops":10,"Elapsed":10000,"P50":1000,"P99":2000}],"par64":[{"Ops":100,"Elapsed":100000,"P50":1000,"P99":2000}]},
+	"syncbridge":{"seq":[{"Ops":10,"Elapsed":20000,"P50":1000,"P99":2000}],"par64":[{"Ops":100,"Elapsed":150000,"P50":1000,"P99":2000}]}}}}`
+	path := filepath.Join(t.TempDir(), "old.json")
+	if err := os.WriteFile(path, []byte(old), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	var c config
+	res, err := loadResults(path, &c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	md := res.markdown(c)
+	// mean = 64 × ns/op: 64 µs for the floor, 96 µs for syncbridge.
+	for _, want := range []string{"| 64.0 |", "| 96.0 |", "syncbridge mean latency ÷ floor mean latency, 64 callers | ≤ 1.25× | 1.50×"} {
+		if !strings.Contains(md, want) {
+			t.Errorf("report lacks %q", want)
+		}
+	}
+	if strings.Contains(md, "syncbridge heap allocations per request") {
+		t.Error("report has an allocation target without allocations measured")
 	}
 }
