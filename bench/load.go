@@ -125,8 +125,11 @@ type load struct {
 // drive runs l against r. Each caller gets one context with a deadline (the
 // run's end plus l.timeout), created before the clock starts, so that no
 // contender pays for creating contexts inside the measured loop, and every
-// contender sees a deadline. With l.maxOps the requests are split evenly
-// between the callers beforehand: no shared counter in the loop. Every
+// contender sees a deadline. With l.maxOps the callers take requests from
+// one shared count, so that every caller keeps sending until the count is
+// spent: with a share fixed beforehand, the callers an unfair contender
+// serves fast would finish early, and the end of the run, with fewer
+// callers in flight, would flatter its mean and tail. Every
 // request is timed (two clock reads, the same for every contender) into a
 // histogram of its caller's, allocated beforehand: recording neither
 // allocates nor shares memory between callers.
@@ -149,14 +152,10 @@ func drive(r requester, l load) run {
 	errs := make([]int64, l.callers)
 	payload := newPayload()
 	deadline := time.Now().Add(l.dur + l.timeout)
+	var left atomic.Int64 // requests not yet started, with l.maxOps
+	left.Store(l.maxOps)
+	limited := l.maxOps > 0
 	for c := range l.callers {
-		budget := int64(-1)
-		if l.maxOps > 0 {
-			budget = l.maxOps / int64(l.callers)
-			if int64(c) < l.maxOps%int64(l.callers) {
-				budget++
-			}
-		}
 		wg.Add(1)
 		ctx, cancel := context.WithDeadline(context.Background(), deadline)
 		go func() {
@@ -166,7 +165,7 @@ func drive(r requester, l load) run {
 			mine := &lats[c]
 			defer func() { ops[c], errs[c] = n, failed }()
 			<-start
-			for i := 0; i != int(budget) && !stop.Load(); i++ {
+			for !stop.Load() && (!limited || left.Add(-1) >= 0) {
 				t0 := time.Now()
 				reply, err := r.Request(ctx, payload)
 				mine.record(time.Since(t0))
