@@ -57,8 +57,9 @@ type Transport struct {
 	// DefaultPartitions. It also bounds how many messages a consumer group
 	// handles at once, but for Concurrent members.
 	Partitions int
-	// QueueSize is the capacity of each subscription's and each group
-	// partition's queue. Zero means DefaultQueueSize.
+	// QueueSize is the capacity of each subscription's queue, and of each
+	// consumer group's queues: one per partition, and one for keyless
+	// messages. Zero means DefaultQueueSize.
 	QueueSize int
 
 	once   sync.Once
