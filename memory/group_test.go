@@ -2,6 +2,7 @@ package memory_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"runtime"
 	"testing"
@@ -90,5 +91,46 @@ func TestKeylessAfterClose(t *testing.T) {
 	}
 	if err := sub.Close(); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestKeylessQueueBounded: a group's keyless queue holds QueueSize
+// messages; with every worker busy and the queue full, Publish blocks
+// until its context ends, and says the message was not sent.
+func TestKeylessQueueBounded(t *testing.T) {
+	const size = 3
+	tr := &memory.Transport{Partitions: 1, QueueSize: size}
+	defer tr.Close()
+	started := make(chan struct{}, 1)
+	release := make(chan struct{})
+	sub, err := tr.Subscribe(context.Background(), syncbridge.SubscribeConfig{Topic: "t", Group: "g"}, func(ctx context.Context, _ syncbridge.Message) {
+		select {
+		case started <- struct{}{}:
+		default:
+		}
+		select {
+		case <-release:
+		case <-ctx.Done():
+		}
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sub.Close()
+	defer close(release)
+	if err := tr.Publish(context.Background(), syncbridge.Message{Topic: "t"}); err != nil {
+		t.Fatal(err)
+	}
+	<-started // the only worker is busy from now on
+	for i := range size {
+		if err := tr.Publish(context.Background(), syncbridge.Message{Topic: "t"}); err != nil {
+			t.Fatalf("message %d of %d queued: %v", i+1, size, err)
+		}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+	defer cancel()
+	err = tr.Publish(ctx, syncbridge.Message{Topic: "t"})
+	if !errors.Is(err, context.DeadlineExceeded) || !errors.Is(err, syncbridge.ErrNotSent) {
+		t.Errorf("Publish to a full keyless queue: %v, want DeadlineExceeded and ErrNotSent", err)
 	}
 }
