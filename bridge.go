@@ -232,7 +232,7 @@ func (b *Bridge) recycle(c *Call) {
 	if b.async != nil || c.watching || c.x != nil || c.hi != nil {
 		return
 	}
-	ch := c.ch // empty again: end sent its one wake-up, and Request took it
+	ch := c.ch        // empty again: end sent its one wake-up, and Request took it
 	*c = Call{ch: ch} // ctxEnded is false: recycled Calls never had x
 	b.calls.Put(c)
 }
