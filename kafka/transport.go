@@ -84,6 +84,8 @@ type Transport struct {
 
 	spread atomic.Uint32 // round robin for keyless messages
 
+	responders responders // what HasResponders answers
+
 	downMu sync.Mutex          // protects down
 	down   map[int32]time.Time // brokers that failed a produce request, until when
 	downN  atomic.Int32        // len(down), read without downMu
