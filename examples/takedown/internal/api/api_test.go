@@ -269,7 +269,7 @@ func (d *dropping) Publish(ctx context.Context, msg syncbridge.Message) error {
 // command is not applied.
 func TestTakedownExpired(t *testing.T) {
 	var tr *dropping
-	e := newEnv(t, backends()[0], setup{syncTimeout: 10 * time.Millisecond, callTimeout: 200 * time.Millisecond, apiTransport: func(inner syncbridge.Transport) syncbridge.Transport {
+	e := newEnv(t, backends()[0], setup{syncTimeout: 10 * time.Millisecond, callTimeout: 3 * time.Second, apiTransport: func(inner syncbridge.Transport) syncbridge.Transport {
 		tr = &dropping{Transport: inner, topic: contract.DefaultTopics("").Takedowns}
 		return tr
 	}})
