@@ -85,7 +85,42 @@ func (e *env) topicWith(t testing.TB, partitions int, configs map[string]string)
 	if err := res.Errors[name]; err != nil {
 		t.Fatalf("create topic %s: %v", name, err)
 	}
+	if e.real && len(e.brokers) > 1 {
+		e.awaitTopic(t, name, partitions)
+	}
 	return name
+}
+
+// awaitTopic waits until every broker's metadata has topic with its
+// partitions and their leaders: on a cluster, a topic just created reaches
+// the brokers one after the other.
+func (e *env) awaitTopic(t testing.TB, topic string, partitions int) {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for _, b := range e.brokers {
+		for {
+			// A metadata request to broker b itself.
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			var parts []kafkago.Partition
+			conn, err := kafkago.DialContext(ctx, "tcp", b)
+			if err == nil {
+				parts, err = conn.ReadPartitions(topic)
+				conn.Close()
+			}
+			cancel()
+			ready := err == nil && len(parts) == partitions
+			for _, p := range parts {
+				ready = ready && p.Leader.ID >= 0 && p.Leader.Host != ""
+			}
+			if ready {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("topic %s not in broker %s's metadata after 30s: %v", topic, b, err)
+			}
+			time.Sleep(20 * time.Millisecond) // polling the cluster's state: no event to wait on
+		}
+	}
 }
 
 // replication is the replication factor of test topics: KAFKA_REPLICATION,
