@@ -119,6 +119,9 @@ func (b *Bridge) start(c *Call, msg *Message, watch bool) {
 	}
 	c.acquired = true
 	c.seq = b.seq.Add(1)
+	if hi := c.hi; hi != nil {
+		hi.ID = string(b.ids.appendID(nil, c.seq))
+	}
 	if err := c.parent.Err(); err != nil { // nothing will be published
 		c.end(nil, b.publishError(c, err), outcomeOf(err))
 		return
@@ -134,7 +137,6 @@ func (b *Bridge) start(c *Call, msg *Message, watch bool) {
 	out := b.outgoing(c, msg)
 	if hi := c.hi; hi != nil {
 		m := out // on the heap only when there are hooks
-		hi.ID = string(c.buf.buf[:idLen])
 		hi.Message = &m
 		for _, h := range b.hooks.reqStart {
 			h.OnRequestStart(hi)
