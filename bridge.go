@@ -34,11 +34,10 @@ type Bridge struct {
 	idleOnce  sync.Once
 	idle      chan struct{} // closed when stopping and nothing is in flight
 	stats     counters
-	// calls, chans and timers recycle what Request and Gather wait on.
+	// calls and timers recycle what Request and Gather wait on.
 	// They belong to the Bridge, not the package, so that a Bridge's
 	// channels and timers stay in the testing/synctest bubble that made it.
 	calls  sync.Pool // *Call with its ch, for Request
-	chans  sync.Pool
 	timers sync.Pool
 }
 
@@ -52,7 +51,8 @@ func New(ctx context.Context, t Transport, opts ...Option) (*Bridge, error) {
 		return nil, errors.New("syncbridge: New: nil Transport")
 	}
 	cfg := defaultConfig()
-	if err := applyOptions(&cfg, opts, true); err != nil {
+	h, err := applyOptions(&cfg, opts, true)
+	if err != nil {
 		return nil, err
 	}
 	if cfg.replyTopic == "" {
@@ -66,7 +66,6 @@ func New(ctx context.Context, t Transport, opts ...Option) (*Bridge, error) {
 			return nil, fmt.Errorf("syncbridge: New: negative reply partition %d", p)
 		}
 	}
-	h, _ := newHooks(cfg.hooks) // checked by applyOptions
 	b := &Bridge{
 		t:       t,
 		cfg:     cfg,
@@ -80,7 +79,6 @@ func New(ctx context.Context, t Transport, opts ...Option) (*Bridge, error) {
 	if cfg.failFast {
 		b.checker, _ = t.(ResponderChecker)
 	}
-	b.chans.New = func() any { return make(chan struct{}, 1) }
 	b.calls.New = func() any { return &Call{ch: make(chan struct{}, 1)} }
 	b.timers.New = func() any {
 		t := time.NewTimer(time.Hour)

@@ -154,7 +154,7 @@ func (g *gathering) ended(o outcome) int {
 func (b *Bridge) Gather(ctx context.Context, msg Message, opts GatherOptions) (*Gathered, error) {
 	g := &gathering{count: opts.Count, quiet: opts.Quiet, notify: make(chan struct{}, 1)}
 	c := &Call{b: b, topic: msg.Topic, parent: ctx, g: g}
-	c.ch = b.chans.Get().(chan struct{})
+	c.ch = make(chan struct{}, 1)
 	b.start(c, &msg, false)
 	var expiry, quiet <-chan time.Time
 	var deadline, gap *time.Timer
@@ -196,7 +196,6 @@ wait:
 			b.timers.Put(t)
 		}
 	}
-	b.chans.Put(c.ch)
 	g.mu.Lock()
 	res := g.result
 	g.mu.Unlock()

@@ -185,40 +185,25 @@ func (h *hooks) handling() bool { return len(h.handleStart)+len(h.replyPub)+len(
 func newHooks(hs []Hook) (hooks, error) {
 	var h hooks
 	for i, x := range hs {
-		any := false
-		if d, ok := x.(DroppedReplyHook); ok {
-			h.dropped = append(h.dropped, d)
-			any = true
-		}
-		if s, ok := x.(SkippedRequestHook); ok {
-			h.skipped = append(h.skipped, s)
-			any = true
-		}
-		if s, ok := x.(RequestStartHook); ok {
-			h.reqStart = append(h.reqStart, s)
-			any = true
-		}
-		if e, ok := x.(RequestEndHook); ok {
-			h.reqEnd = append(h.reqEnd, e)
-			any = true
-		}
-		if s, ok := x.(HandleStartHook); ok {
-			h.handleStart = append(h.handleStart, s)
-			any = true
-		}
-		if p, ok := x.(ReplyPublishHook); ok {
-			h.replyPub = append(h.replyPub, p)
-			any = true
-		}
-		if e, ok := x.(HandleEndHook); ok {
-			h.handleEnd = append(h.handleEnd, e)
-			any = true
-		}
-		if !any {
+		// Each hook goes to every list whose interface it implements.
+		n := collect(x, &h.dropped) + collect(x, &h.skipped) +
+			collect(x, &h.reqStart) + collect(x, &h.reqEnd) +
+			collect(x, &h.handleStart) + collect(x, &h.replyPub) + collect(x, &h.handleEnd)
+		if n == 0 {
 			return hooks{}, fmt.Errorf("syncbridge: WithHooks: hook %d (%T) implements no hook interface", i, x)
 		}
 	}
 	return h, nil
+}
+
+// collect appends x to list when x implements T, and returns 1 then, 0
+// otherwise.
+func collect[T any](x Hook, list *[]T) int {
+	if t, ok := x.(T); ok {
+		*list = append(*list, t)
+		return 1
+	}
+	return 0
 }
 
 // DropReason says why a Bridge dropped a reply.

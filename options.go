@@ -164,37 +164,36 @@ func (sharedOpt) responderOption() {}
 // applyOptions applies opts to cfg, refusing those that do not apply to
 // what is being built (a Bridge when forBridge, else a Responder), and
 // checks the result, hooks included.
-func applyOptions(cfg *config, opts []Option, forBridge bool) error {
+func applyOptions(cfg *config, opts []Option, forBridge bool) (hooks, error) {
 	for _, o := range opts {
 		if o == nil {
 			continue
 		}
 		if forBridge {
 			if _, ok := o.(BridgeOption); !ok {
-				return fmt.Errorf("syncbridge: New: option %s applies to a Responder, not a Bridge", o.name())
+				return hooks{}, fmt.Errorf("syncbridge: New: option %s applies to a Responder, not a Bridge", o.name())
 			}
 		} else if _, ok := o.(ResponderOption); !ok {
-			return fmt.Errorf("syncbridge: NewResponder: option %s applies to a Bridge, not a Responder", o.name())
+			return hooks{}, fmt.Errorf("syncbridge: NewResponder: option %s applies to a Bridge, not a Responder", o.name())
 		}
 		o.apply(cfg)
 	}
 	if err := cfg.headers.validate(); err != nil {
-		return err
+		return hooks{}, err
 	}
 	if err := cfg.dialect.validate(); err != nil { // dialect.go
-		return err
+		return hooks{}, err
 	}
 	if cfg.defaultTimeout <= 0 {
-		return fmt.Errorf("syncbridge: WithDefaultTimeout: %v is not positive", cfg.defaultTimeout)
+		return hooks{}, fmt.Errorf("syncbridge: WithDefaultTimeout: %v is not positive", cfg.defaultTimeout)
 	}
 	switch {
 	case !cfg.maxTimeoutSet:
 		cfg.maxTimeout = max(cfg.maxTimeout, cfg.defaultTimeout)
 	case cfg.maxTimeout < cfg.defaultTimeout:
-		return fmt.Errorf("syncbridge: WithMaxTimeout: %v is below the default timeout %v", cfg.maxTimeout, cfg.defaultTimeout)
+		return hooks{}, fmt.Errorf("syncbridge: WithMaxTimeout: %v is below the default timeout %v", cfg.maxTimeout, cfg.defaultTimeout)
 	}
-	_, err := newHooks(cfg.hooks)
-	return err
+	return newHooks(cfg.hooks)
 }
 
 // WithHeaderNames sets the header names. Every name must be non-empty and

@@ -65,13 +65,13 @@ func NewResponder(ctx context.Context, t Transport, topic string, h ReplyHandler
 	}
 	cfg := defaultConfig()
 	cfg.group = topic + ".responders"
-	if err := applyOptions(&cfg, opts, false); err != nil {
+	hs, err := applyOptions(&cfg, opts, false)
+	if err != nil {
 		return nil, err
 	}
 	if cfg.group == "" {
 		return nil, errors.New("syncbridge: NewResponder: empty group")
 	}
-	hs, _ := newHooks(cfg.hooks) // checked by applyOptions
 	r := &Responder{t: t, cfg: cfg, hooks: hs, h: h, groupName: []byte(cfg.group), waiting: make(map[*deadlineCtx]struct{}), closed: make(chan struct{})}
 	sub, err := t.Subscribe(ctx, SubscribeConfig{Topic: topic, Group: cfg.group, Concurrent: cfg.concurrent}, r.serve)
 	if err != nil {

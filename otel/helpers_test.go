@@ -116,13 +116,6 @@ func (e *env) collect(t testing.TB) []metricdata.Metrics {
 	return ms
 }
 
-// point is a metric data point: its attributes, and its count (a
-// histogram's) or value (a sum's).
-type point struct {
-	attrs string // k=v,... sorted
-	n     int64
-}
-
 func setString(s attribute.Set) string {
 	var parts []string
 	for _, kv := range s.ToSlice() {

@@ -177,6 +177,16 @@ func (h *headerFlags) Set(s string) error {
 	return nil
 }
 
+// newCommand returns the flag set of a command, with the connection flags
+// every command shares.
+func newCommand(name string, stderr io.Writer) (*flag.FlagSet, *conn) {
+	fs := flag.NewFlagSet(name, flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	c := new(conn)
+	c.flags(fs)
+	return fs, c
+}
+
 // parse parses fs's flags; it turns flag errors into usage errors.
 func parse(fs *flag.FlagSet, args []string) error {
 	if err := fs.Parse(args); err != nil {
@@ -241,10 +251,7 @@ func printable(b []byte) string {
 }
 
 func request(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) error {
-	fs := flag.NewFlagSet("request", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	var c conn
-	c.flags(fs)
+	fs, c := newCommand("request", stderr)
 	topic := fs.String("topic", "", "request `topic` (required)")
 	replyTopic := fs.String("reply-topic", syncbridge.DefaultReplyTopic, "reply `topic`")
 	key := fs.String("key", "", "record key (default none)")
@@ -376,10 +383,7 @@ func errorClass(err error) string {
 }
 
 func respond(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := flag.NewFlagSet("respond", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	var c conn
-	c.flags(fs)
+	fs, c := newCommand("respond", stderr)
 	topic := fs.String("topic", "", "request `topic` to serve (required)")
 	group := fs.String("group", "", "consumer group (default: the topic followed by .responders)")
 	command := fs.String("exec", "", "`command` run per request by sh -c: request value on stdin, reply from stdout, non-zero exit → error reply (default: echo)")
@@ -446,10 +450,7 @@ func runCommand(ctx context.Context, command string, req *syncbridge.Message) (s
 }
 
 func watch(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := flag.NewFlagSet("watch", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	var c conn
-	c.flags(fs)
+	fs, c := newCommand("watch", stderr)
 	topic := fs.String("topic", "", "request `topic` (required)")
 	replyTopic := fs.String("reply-topic", syncbridge.DefaultReplyTopic, "reply `topic`")
 	if err := parse(fs, args); err != nil {
@@ -463,7 +464,7 @@ func watch(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	defer tr.Close()
-	w := &watcher{c: &c, out: stdout, deadlines: make(map[string]time.Time)}
+	w := &watcher{c: c, out: stdout, deadlines: make(map[string]time.Time)}
 	sctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
 	for _, t := range []string{*topic, *replyTopic} {
