@@ -3,6 +3,7 @@ package kafka_test
 import (
 	"context"
 	"fmt"
+	"log/slog"
 	"os"
 	"os/exec"
 	"slices"
@@ -17,6 +18,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kmsg"
 
 	"github.com/syncbridge/syncbridge"
+	"github.com/syncbridge/syncbridge/kafka"
 )
 
 // Fault tests on a real three-broker cluster (scripts/kafka cluster start):
@@ -185,16 +187,18 @@ func TestClusterLeaderKill(t *testing.T) {
 
 	var (
 		hmu     sync.Mutex // protects handled
-		handled = make(map[string]int)
+		handled = make(map[string][]handling)
 	)
-	handler := func(_ context.Context, req *syncbridge.Message) (syncbridge.Message, error) {
-		hmu.Lock()
-		handled[string(req.Value)]++
-		hmu.Unlock()
-		return syncbridge.Message{Value: req.Value}, nil
-	}
-	for range 2 {
-		r, err := syncbridge.NewResponder(ctx, e.transport(t), requests, handler, syncbridge.WithGroup(group), syncbridge.WithConcurrentHandlers())
+	trace := newClTrace()
+	topts := clTransportOpts(t)
+	for i := range 2 {
+		handler := func(_ context.Context, req *syncbridge.Message) (syncbridge.Message, error) {
+			hmu.Lock()
+			handled[string(req.Value)] = append(handled[string(req.Value)], handling{at: time.Now(), responder: i, partition: req.Partition, offset: req.Offset})
+			hmu.Unlock()
+			return syncbridge.Message{Value: req.Value}, nil
+		}
+		r, err := syncbridge.NewResponder(ctx, e.transport(t, topts...), requests, handler, syncbridge.WithGroup(group), syncbridge.WithConcurrentHandlers(), syncbridge.WithHooks(trace))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -202,7 +206,7 @@ func TestClusterLeaderKill(t *testing.T) {
 	}
 	var bridges []*syncbridge.Bridge
 	for range 2 {
-		b, err := syncbridge.New(ctx, e.transport(t), syncbridge.WithReplyTopic(replies))
+		b, err := syncbridge.New(ctx, e.transport(t, topts...), syncbridge.WithReplyTopic(replies), syncbridge.WithHooks(trace))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -212,7 +216,7 @@ func TestClusterLeaderKill(t *testing.T) {
 	// Every partition answers before the fault.
 	for p := range int32(parts) {
 		rctx, cancel := context.WithTimeout(ctx, 60*time.Second)
-		_, err := bridges[0].Request(rctx, syncbridge.Message{Topic: requests, Partition: p, UsePartition: true, Value: []byte("warm")})
+		_, err := bridges[0].Request(rctx, syncbridge.Message{Topic: requests, Partition: p, UsePartition: true, Value: fmt.Appendf(nil, "warm-%d", p)})
 		cancel()
 		if err != nil {
 			t.Fatalf("warm-up on partition %d: %v", p, err)
@@ -260,6 +264,7 @@ func TestClusterLeaderKill(t *testing.T) {
 	phase(3 * time.Second)
 	kill := time.Now()
 	ctl("kill", fmt.Sprint(victim))
+	t.Logf("killed broker %d at %s", victim, kill.Format("15:04:05.000"))
 	phase(20 * time.Second)
 	restart := time.Now()
 	ctl("start-node", fmt.Sprint(victim))
@@ -324,10 +329,13 @@ func TestClusterLeaderKill(t *testing.T) {
 	for _, r := range reqs {
 		if r.err != nil && !r.misrouted {
 			mark := ""
-			if handled[r.payload] > 0 {
+			if len(handled[r.payload]) > 0 {
 				mark = "h" // the Responder handled it: its reply was lost or late
 			}
 			byPart[r.partition] = append(byPart[r.partition], fmt.Sprintf("%+.2fs%s", r.start.Sub(kill).Seconds(), mark))
+			if clVerbose() {
+				t.Logf("failed %s p%d: started %+.3fs, %s; %v", r.payload, r.partition, r.start.Sub(kill).Seconds(), trace.describe(r.payload, kill, handled[r.payload]), r.err)
+			}
 		}
 	}
 	hmu.Unlock()
@@ -338,9 +346,12 @@ func TestClusterLeaderKill(t *testing.T) {
 	}
 	hmu.Lock()
 	dups := 0
-	for _, c := range handled {
-		if c > 1 {
+	for payload, hs := range handled {
+		if len(hs) > 1 {
 			dups++
+			// Where each copy came from: the same partition and offset is a
+			// redelivery, two offsets a request written twice.
+			t.Logf("handled twice: %s: %s", payload, trace.describe(payload, kill, hs))
 		}
 	}
 	hmu.Unlock()
@@ -354,6 +365,15 @@ func TestClusterLeaderKill(t *testing.T) {
 	}
 	t.Logf("the broker's return (answering %v after the restart began) and leadership moving back (election took %v): %d failed (target 0); requests handled twice: %d (target 0)",
 		answered.Sub(restart).Round(time.Millisecond), elected.Sub(answered).Round(time.Millisecond), restartFailed, dups)
+	trace.mu.Lock()
+	dupReplies := slices.Clone(trace.dupReplies)
+	trace.mu.Unlock()
+	for _, payload := range dupReplies {
+		hmu.Lock()
+		hs := handled[payload]
+		hmu.Unlock()
+		t.Logf("reply received twice: %s: %s", payload, trace.describe(payload, kill, hs))
+	}
 	for i, b := range bridges {
 		t.Logf("bridge %d: %+v", i, b.Stats())
 	}
@@ -368,4 +388,102 @@ func TestClusterLeaderKill(t *testing.T) {
 	if afterFence != 0 {
 		t.Errorf("%d requests started %v or more after the kill failed, want 0", afterFence, fence+3*time.Second)
 	}
+}
+
+// handling is one handler call for a request of the cluster load.
+type handling struct {
+	at        time.Time
+	responder int
+	partition int32
+	offset    int64
+}
+
+// clVerbose says whether the cluster fault tests describe every failed
+// request (KAFKA_FAULT_VERBOSE=1).
+func clVerbose() bool { return os.Getenv("KAFKA_FAULT_VERBOSE") == "1" }
+
+// clTransportOpts returns the options of the cluster tests' Transports: a
+// debug log to the file KAFKA_FAULT_LOG names, if any.
+func clTransportOpts(t *testing.T) []kafka.Option {
+	path := os.Getenv("KAFKA_FAULT_LOG")
+	if path == "" {
+		return nil
+	}
+	f, err := os.OpenFile(path, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = f.Close() })
+	return []kafka.Option{kafka.Logger(slog.New(slog.NewTextHandler(f, &slog.HandlerOptions{Level: slog.LevelDebug - 4})))}
+}
+
+// clTrace keeps, per request payload, what the hooks of the Bridges and
+// Responders saw of it.
+type clTrace struct {
+	mu         sync.Mutex // protects evs, dupReplies
+	evs        map[string][]clEvent
+	dupReplies []string // payloads whose reply a Bridge got twice
+}
+
+type clEvent struct {
+	at   time.Time
+	what string
+}
+
+func newClTrace() *clTrace { return &clTrace{evs: make(map[string][]clEvent)} }
+
+func (c *clTrace) add(payload, what string) {
+	c.mu.Lock()
+	c.evs[payload] = append(c.evs[payload], clEvent{time.Now(), what})
+	c.mu.Unlock()
+}
+
+// OnRequestEnd notes when the request was acknowledged.
+func (c *clTrace) OnRequestEnd(info *syncbridge.RequestInfo) {
+	if info.Message == nil {
+		return
+	}
+	payload := string(info.Message.Value)
+	c.mu.Lock()
+	if info.PublishDuration > 0 {
+		c.evs[payload] = append(c.evs[payload], clEvent{info.Start.Add(info.PublishDuration), "request acknowledged"})
+	} else {
+		c.evs[payload] = append(c.evs[payload], clEvent{time.Now(), "request not acknowledged"})
+	}
+	c.evs[payload] = append(c.evs[payload], clEvent{time.Now(), "request " + info.Outcome.String()})
+	c.mu.Unlock()
+}
+
+// OnHandleEnd notes the reply's publishing.
+func (c *clTrace) OnHandleEnd(info *syncbridge.HandleInfo) {
+	c.add(string(info.Request.Value), fmt.Sprintf("handled from p%d@%d, reply published (err %v)", info.Request.Partition, info.Request.Offset, info.ReplyErr))
+}
+
+// OnDroppedReply notes replies the Bridges dropped.
+func (c *clTrace) OnDroppedReply(reason syncbridge.DropReason, msg *syncbridge.Message) {
+	if reason == syncbridge.DropForeign {
+		return
+	}
+	if reason == syncbridge.DropDuplicate {
+		c.mu.Lock()
+		c.dupReplies = append(c.dupReplies, string(msg.Value))
+		c.mu.Unlock()
+	}
+	c.add(string(msg.Value), fmt.Sprintf("reply dropped (%v) from reply p%d@%d", reason, msg.Partition, msg.Offset))
+}
+
+// describe says what happened to payload, times relative to t0.
+func (c *clTrace) describe(payload string, t0 time.Time, hs []handling) string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	evs := slices.Clone(c.evs[payload])
+	for _, h := range hs {
+		evs = append(evs, clEvent{h.at, fmt.Sprintf("handled by responder %d from p%d@%d", h.responder, h.partition, h.offset)})
+	}
+	sort.SliceStable(evs, func(i, j int) bool { return evs[i].at.Before(evs[j].at) })
+	parts := make([]string, len(evs))
+	for i, e := range evs {
+		parts[i] = fmt.Sprintf("%+.3fs %s", e.at.Sub(t0).Seconds(), e.what)
+	}
+	return strings.Join(parts, "; ")
 }

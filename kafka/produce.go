@@ -498,12 +498,16 @@ func (t *Transport) dispatchBatch(b *batch, m *topicMeta) bool {
 // maybeStored reports whether a produce error code leaves open that the
 // broker stored the records: an acknowledgement that timed out, records
 // appended on the leader but short of replicas, or an error the broker
-// does not explain. Every other code refuses the batch before it is
-// appended.
+// does not explain. So does NOT_LEADER_OR_FOLLOWER: a leader that
+// appended a batch and was waiting for its replicas (acks=all) answers it
+// when its leadership moves, and the new leader may well have the records
+// (TestNotLeaderAfterAppend). Every other code refuses the batch before it
+// is appended.
 func maybeStored(code Error) bool {
 	switch code {
 	case RequestTimedOut, errNotEnoughReplicasAfterAppend, UnknownServerError,
-		errNetworkException, errKafkaStorageError, errDuplicateSequenceNumber:
+		errNetworkException, errKafkaStorageError, errDuplicateSequenceNumber,
+		NotLeaderOrFollower:
 		return true
 	}
 	return false

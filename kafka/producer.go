@@ -152,7 +152,10 @@ func (t *Transport) partSeqLocked(k partKey) *partSeq {
 // them from the current producer ID. t.idem.mu must be held.
 func (t *Transport) sequenceLocked(b *batch) {
 	id := &t.idem
-	if b.sequenced && (b.pid < 0 || b.pidGen == id.gen) {
+	// A batch an attempt may have written keeps its producer ID and
+	// numbers even after a new producer ID was taken: only under them can
+	// the broker recognise a copy it already stored.
+	if b.sequenced && (b.pid < 0 || b.pidGen == id.gen || b.written) {
 		return
 	}
 	b.sequenced = true
@@ -489,9 +492,14 @@ func (p *producer) send(parts []*batch) {
 	}
 
 	t.stats.produceRequests.Add(1)
+	sent := time.Now()
 	res, written, err := p.conn.roundTrip(t.ctx, req)
+	if d := time.Since(sent); d > time.Second {
+		t.logf(slog.LevelDebug, "syncbridge/kafka: slow produce request", "broker", p.broker, "took", d, "batches", len(parts), "err", err)
+	}
 	if err != nil {
 		t.stats.produceErrors.Add(1)
+		t.logf(slog.LevelDebug, "syncbridge/kafka: produce request failed", "broker", p.broker, "batches", len(parts), "written", written, "err", err)
 		closed := t.ctx.Err() != nil
 		if closed {
 			err = errClosed
@@ -531,6 +539,9 @@ func (p *producer) send(parts []*batch) {
 			}
 		}
 		kerr := Error(code)
+		if t.log != nil && (code == 0 || kerr == errDuplicateSequenceNumber) {
+			t.logf(slog.LevelDebug-4, "syncbridge/kafka: produced", "broker", p.broker, "topic", b.topic, "partition", b.partition, "code", code, "records", len(b.recs), "pid", b.pid, "seq", b.baseSeq, "offset", baseOffsetOf(resp, b), "attempt", b.attempt, "written", b.written)
+		}
 		if code == 0 || kerr == errDuplicateSequenceNumber {
 			t.stats.produced.Add(uint64(len(b.recs)))
 			for _, r := range b.recs {
@@ -540,6 +551,7 @@ func (p *producer) send(parts []*batch) {
 			continue
 		}
 		t.stats.produceErrors.Add(1)
+		t.logf(slog.LevelDebug, "syncbridge/kafka: produce error", "broker", p.broker, "topic", b.topic, "partition", b.partition, "code", code, "records", len(b.recs), "pid", b.pid, "seq", b.baseSeq, "attempt", b.attempt, "written", b.written)
 		var err error
 		if code == -2 {
 			err = fmt.Errorf("syncbridge/kafka: produce to %s[%d]: no answer from broker %d", b.topic, b.partition, p.broker)
@@ -575,10 +587,17 @@ func (p *producer) send(parts []*batch) {
 		case kerr == errUnknownProducerID || kerr == errOutOfOrderSequenceNumber ||
 			kerr == errInvalidProducerEpoch || kerr == errProducerFenced || kerr == errInvalidProducerIDMapping:
 			// The broker lost track of the producer ID or of its numbers:
-			// a new producer ID, and the batch again under it.
-			t.logf(slog.LevelWarn, "syncbridge/kafka: producer ID reset", "topic", b.topic, "partition", b.partition, "err", kerr)
+			// a new producer ID. A batch certainly not written goes again
+			// under it; one that an earlier attempt may have written ends
+			// here, as maybe written: under a new producer ID the broker
+			// could not tell it from the copy it may have.
+			t.logf(slog.LevelWarn, "syncbridge/kafka: producer ID reset", "topic", b.topic, "partition", b.partition, "written", b.written, "err", kerr)
 			t.resetPID(b.pidGen)
-			p.retry(b, err)
+			if b.written {
+				b.end(t, err, false)
+			} else {
+				p.retry(b, err)
+			}
 		case kerr.Retriable():
 			refresh = true
 			p.retry(b, err)
@@ -703,4 +722,19 @@ func (p *producer) dissolve(b *batch, err error, now bool) {
 			t.router.retryLater(r, err)
 		}
 	}
+}
+
+// baseOffsetOf returns the offset the broker gave b's first record.
+func baseOffsetOf(resp *produce.Response, b *batch) int64 {
+	for _, rt := range resp.Topics {
+		if rt.Topic != b.topic {
+			continue
+		}
+		for _, rp := range rt.Partitions {
+			if rp.Partition == b.partition {
+				return rp.BaseOffset
+			}
+		}
+	}
+	return -1
 }

@@ -75,7 +75,8 @@ type Transport struct {
 	metaMu      sync.Mutex // protects topics, limits, brokerAddrs
 	topics      map[string]*topicMeta
 	limits      map[string]topicLimit
-	brokerAddrs map[int32]string // broker ID -> host:port
+	brokerAddrs map[int32]string           // broker ID -> host:port
+	seenLeaders map[string]map[int32]int32 // with a Logger: the leaders last seen, to log their moves
 
 	netDial func(ctx context.Context, network, addr string) (net.Conn, error)
 
@@ -430,9 +431,25 @@ func (t *Transport) topicMeta(ctx context.Context, topic string) (*topicMeta, er
 		return nil, err
 	}
 	t.metaMu.Lock()
+	var moved []string
+	if t.log != nil {
+		if t.seenLeaders == nil {
+			t.seenLeaders = make(map[string]map[int32]int32)
+		}
+		old := t.seenLeaders[topic]
+		for _, p := range m.partitions {
+			if l, ok := old[p]; ok && l != m.leaders[p] {
+				moved = append(moved, fmt.Sprintf("%d:%d->%d", p, l, m.leaders[p]))
+			}
+		}
+		t.seenLeaders[topic] = m.leaders
+	}
 	t.topics[topic] = m
 	l, ok := t.limits[topic]
 	t.metaMu.Unlock()
+	if len(moved) > 0 {
+		t.logf(slog.LevelDebug, "syncbridge/kafka: leaders moved", "topic", topic, "moves", moved)
+	}
 	if !ok || time.Since(l.fetched) > limitTTL {
 		t.loadLimit(ctx, topic)
 	}
