@@ -363,6 +363,27 @@ func TestClusterLeaderKill(t *testing.T) {
 	} else {
 		t.Logf("after the kill: no request failed")
 	}
+	// How long each partition went without a reply after the kill: the
+	// longest gap between two successful requests' ends.
+	for p := range int32(parts) {
+		var last, gapFrom, gapTo time.Time
+		for _, r := range reqs {
+			if r.partition != p || r.err != nil || r.misrouted || r.end.Before(kill.Add(-time.Second)) || r.end.After(restart) {
+				continue
+			}
+			if !last.IsZero() && r.end.Sub(last) > gapTo.Sub(gapFrom) {
+				gapFrom, gapTo = last, r.end
+			}
+			if r.end.After(last) {
+				last = r.end
+			}
+		}
+		kind := "live leader"
+		if !live[p] {
+			kind = "the killed broker"
+		}
+		t.Logf("partition %d (led by %s): no reply from %+.2fs to %+.2fs after the kill (%.2fs)", p, kind, gapFrom.Sub(kill).Seconds(), gapTo.Sub(kill).Seconds(), gapTo.Sub(gapFrom).Seconds())
+	}
 	t.Logf("the broker's return (answering %v after the restart began) and leadership moving back (election took %v): %d failed (target 0); requests handled twice: %d (target 0)",
 		answered.Sub(restart).Round(time.Millisecond), elected.Sub(answered).Round(time.Millisecond), restartFailed, dups)
 	trace.mu.Lock()

@@ -28,6 +28,12 @@ type cursor struct {
 	partition int32
 	offset    int64 // next offset to fetch
 	fails     int   // times handed back by a failing leader since its last fetch
+	// failed is the leader that last handed the partition back, and
+	// retryAt when the partition may go to it again; a different leader
+	// gets it at once. Set by the fetch goroutine that hands it back, read
+	// by the supervisor.
+	failed  int32
+	retryAt time.Time
 
 	// paused, when set, says whether the partition's consumer has no room
 	// for more records: the partition is left out of fetches until it has.
@@ -106,14 +112,15 @@ func (rd *reader) run(ctx context.Context, curs []*cursor) {
 			return
 		case o := <-orphans:
 			pending = append(pending, o...)
-			worst := 0
+			now := time.Now()
 			for _, c := range o {
 				c.fails++
-				worst = max(worst, c.fails)
+				c.retryAt = now.Add(t.backoff(c.fails - 1))
 			}
 			t.refreshMetadata()
-			// Hand them out after a backoff: their leader just failed.
-			timer.Reset(t.backoff(worst - 1))
+			// Their leader just failed: they go back to it after a backoff,
+			// and to a new leader as soon as the metadata names one.
+			timer.Reset(rd.nextLook(pending))
 			continue
 		case <-tick:
 			added, err := rd.newPartitions(ctx, known)
@@ -143,12 +150,24 @@ func (rd *reader) run(ctx context.Context, curs []*cursor) {
 			continue
 		}
 		still := pending[:0]
+		now := time.Now()
 		for _, c := range pending {
 			leader, ok := m.leaders[c.partition]
-			if !ok || leader < 0 {
+			switch {
+			case !ok || leader < 0:
+				// No leader for it yet.
+				if !now.Before(c.retryAt) {
+					c.fails++
+					c.retryAt = now.Add(t.backoff(c.fails - 1))
+				}
+				still = append(still, c)
+				continue
+			case leader == c.failed && now.Before(c.retryAt):
+				// The leader that just failed it: after the backoff.
 				still = append(still, c)
 				continue
 			}
+			c.failed = -1
 			if f := fetchers[leader]; f != nil && f.add(c) {
 				continue
 			}
@@ -159,16 +178,23 @@ func (rd *reader) run(ctx context.Context, curs []*cursor) {
 		pending = still
 		fails = 0
 		if len(pending) > 0 {
-			// No leader for them yet.
-			worst := 0
-			for _, c := range pending {
-				c.fails++
-				worst = max(worst, c.fails)
-			}
 			t.refreshMetadata()
-			timer.Reset(t.backoff(worst - 1))
+			timer.Reset(rd.nextLook(pending))
 		}
 	}
+}
+
+// nextLook returns when the supervisor looks at the metadata again for
+// the partitions of pending, which wait for a leader: every RetryBackoff,
+// so that a partition goes to its new leader as soon as the metadata names
+// one, and no later than the first backoff's end.
+func (rd *reader) nextLook(pending []*cursor) time.Duration {
+	d := rd.t.cfg.retryBackoff
+	now := time.Now()
+	for _, c := range pending {
+		d = min(d, max(c.retryAt.Sub(now), 0))
+	}
+	return d
 }
 
 // newPartitions returns cursors for the partitions of the topic not in
@@ -214,6 +240,9 @@ func (rd *reader) fetchLoop(ctx context.Context, f *fetcher, orphans chan<- []*c
 	giveUp := func(cs []*cursor) {
 		if len(cs) == 0 {
 			return
+		}
+		for _, c := range cs {
+			c.failed = f.leader
 		}
 		select {
 		case orphans <- cs:

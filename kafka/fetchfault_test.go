@@ -259,3 +259,81 @@ func TestFetchBrokerFailureIsolated(t *testing.T) {
 		t.Errorf("a message on a healthy broker took %v to arrive: the failing broker stalls the others", worst)
 	}
 }
+
+// A partition whose leader fails waits for the failed leader only for its
+// backoff: it goes to a new leader as soon as the metadata names one
+// (looked up every RetryBackoff while it waits), not once a backoff grown
+// by the old leader's failures has passed.
+func TestFetchNewLeaderAtOnce(t *testing.T) {
+	if newEnvIsReal() {
+		t.Skip("fails one broker's fetches on a kfake cluster")
+	}
+	const topic, parts = "newleader", 3
+	c, err := kfake.NewCluster(kfake.NumBrokers(3), kfake.SeedTopics(parts, topic))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	e := &env{brokers: c.ListenAddrs(), cluster: c}
+	// A backoff that grows to seconds after a few failures.
+	const first = 200 * time.Millisecond
+	tr := e.transport(t, kafka.RetryBackoff(first, 10*time.Second))
+	pub := e.transport(t)
+	ctx := testCtx(t, 60*time.Second)
+
+	victim := c.LeaderFor(topic, 0)
+	arrived := make(chan syncbridge.Message, 100)
+	sub, err := tr.Subscribe(ctx, syncbridge.SubscribeConfig{Topic: topic, Partitions: []int32{0}}, func(_ context.Context, m syncbridge.Message) {
+		arrived <- m
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sub.Close()
+
+	const failures = 4 // the backoff is then first << 3
+	var refused atomic.Int64
+	fourth := make(chan struct{})
+	c.ControlKey(int16(kmsg.Fetch), func(kmsg.Request) (kmsg.Response, error, bool) {
+		c.KeepControl()
+		if c.CurrentNode() != victim {
+			return nil, nil, false
+		}
+		if refused.Add(1) == failures {
+			close(fourth)
+		}
+		return nil, errors.New("broker down for fetches"), true
+	})
+	select {
+	case <-fourth:
+	case <-ctx.Done():
+		t.Fatal("the victim was not asked to fetch")
+	}
+	// The partition has just been handed back for the fourth time: the
+	// old leader gets it again only after first << 3.
+	var to int32
+	for to == victim {
+		to++
+	}
+	moved := time.Now()
+	if err := c.MoveTopicPartition(topic, 0, to); err != nil {
+		t.Fatal(err)
+	}
+	if err := pub.Publish(ctx, syncbridge.Message{Topic: topic, Partition: 0, UsePartition: true, Value: []byte("after the move")}); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case m := <-arrived:
+		if string(m.Value) != "after the move" {
+			t.Fatalf("got %q", m.Value)
+		}
+	case <-ctx.Done():
+		t.Fatal("the message did not arrive")
+	}
+	took := time.Since(moved)
+	t.Logf("partition 0 moved from broker %d (%d fetches refused, backoff now %v) to broker %d: its next message arrived %v after the move",
+		victim, refused.Load(), first<<(failures-1), to, took.Round(time.Millisecond))
+	if took > first<<(failures-2) {
+		t.Errorf("the message arrived %v after the move, want within %v: the partition waited for the failed leader's backoff", took, first<<(failures-2))
+	}
+}
