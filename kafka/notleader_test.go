@@ -3,6 +3,7 @@ package kafka_test
 import (
 	"context"
 	"encoding/binary"
+	"errors"
 	"io"
 	"net"
 	"strconv"
@@ -11,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kmsg"
 
 	"github.com/syncbridge/syncbridge"
@@ -232,5 +234,71 @@ func TestNotLeaderAfterAppend(t *testing.T) {
 	}
 	if dups != 0 {
 		t.Errorf("%d messages written twice", dups)
+	}
+}
+
+// A batch whose leader failed waits for that leader only for its backoff:
+// it goes to a new leader as soon as the metadata names one (looked up
+// every RetryBackoff while it waits), not once a backoff grown by the old
+// leader's failures has passed. Until then the partition's other records
+// wait behind it.
+func TestProduceNewLeaderAtOnce(t *testing.T) {
+	if newEnvIsReal() {
+		t.Skip("fails one broker's produce requests on a kfake cluster")
+	}
+	const topic = "newleader"
+	c, err := kfake.NewCluster(kfake.NumBrokers(3), kfake.SeedTopics(1, topic))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	e := &env{brokers: c.ListenAddrs(), cluster: c}
+	// A backoff that grows to seconds after a few failures.
+	const first = 200 * time.Millisecond
+	tr := e.transport(t, kafka.RetryBackoff(first, 10*time.Second))
+	ctx := testCtx(t, 60*time.Second)
+	if err := tr.Publish(ctx, syncbridge.Message{Topic: topic, Value: []byte("before")}); err != nil {
+		t.Fatal(err)
+	}
+
+	victim := c.LeaderFor(topic, 0)
+	const failures = 4 // the backoff is then first << 3
+	var refused atomic.Int64
+	fourth := make(chan struct{})
+	c.ControlKey(int16(kmsg.Produce), func(kmsg.Request) (kmsg.Response, error, bool) {
+		c.KeepControl()
+		if c.CurrentNode() != victim {
+			return nil, nil, false
+		}
+		if refused.Add(1) == failures {
+			close(fourth)
+		}
+		// The connection drops with the request sent: the batch may have
+		// been written, and goes again as it is.
+		return nil, errors.New("broker down for produce requests"), true
+	})
+	done := make(chan error, 1)
+	go func() { done <- tr.Publish(ctx, syncbridge.Message{Topic: topic, Value: []byte("across the move")}) }()
+	select {
+	case <-fourth:
+	case <-ctx.Done():
+		t.Fatal("the victim was not sent the batch")
+	}
+	var to int32
+	for to == victim {
+		to++
+	}
+	moved := time.Now()
+	if err := c.MoveTopicPartition(topic, 0, to); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	took := time.Since(moved)
+	t.Logf("partition 0 moved from broker %d (%d produce requests refused, backoff now %v) to broker %d: the batch was acknowledged %v after the move",
+		victim, refused.Load(), first<<(failures-1), to, took.Round(time.Millisecond))
+	if took > first<<(failures-2) {
+		t.Errorf("acknowledged %v after the move, want within %v: the batch waited for the failed leader's backoff", took, first<<(failures-2))
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -57,7 +58,11 @@ type pending struct {
 	// Owned by whoever holds the pending in a queue (router or loop).
 	attempt   int       // retries so far
 	notBefore time.Time // the router holds it until then
-	alone     bool      // send it in a batch of its own
+	// failed is the broker whose failure made it wait for a retry, -1 if
+	// none: the router hands it to a new leader at once, without waiting
+	// for notBefore.
+	failed int32
+	alone  bool // send it in a batch of its own
 
 	lastErr atomic.Pointer[error] // the last retriable error; read by ctxEnded
 }
@@ -81,7 +86,7 @@ func newPending(msg *syncbridge.Message) *pending {
 		n += len(h.Value)
 	}
 	buf := make([]byte, 0, n)
-	r := &pending{topic: msg.Topic, partition: -1, usePartition: msg.UsePartition}
+	r := &pending{topic: msg.Topic, partition: -1, usePartition: msg.UsePartition, failed: -1}
 	if msg.UsePartition {
 		r.partition = msg.Partition
 	}
@@ -402,15 +407,33 @@ func (rt *router) run() {
 
 		now := time.Now()
 		next = time.Time{}
+		// Messages and batches whose leader failed wait out their backoff
+		// only while the metadata names that leader: it is looked up every
+		// RetryBackoff, and they go to a new leader as soon as one is named.
+		fresh := rt.watch(waiting, wbatches, now)
+		moved := func(topic string, partition, failed int32) bool {
+			m := fresh[topic]
+			if m == nil || failed < 0 {
+				return false
+			}
+			l, ok := m.leaders[partition]
+			return ok && l >= 0 && l != failed
+		}
+		poll := func(failed int32) {
+			if failed >= 0 {
+				later(now.Add(t.cfg.retryBackoff))
+			}
+		}
 		byTopic := make(map[string][]*pending)
 		bbyTopic := make(map[string][]*batch)
 		kept := waiting[:0]
 		for _, r := range waiting {
 			switch {
 			case r.state.Load() != stQueued: // its context ended
-			case r.notBefore.After(now):
+			case r.notBefore.After(now) && !moved(r.topic, r.partition, r.failed):
 				kept = append(kept, r)
 				later(r.notBefore)
+				poll(r.failed)
 			default:
 				byTopic[r.topic] = append(byTopic[r.topic], r)
 			}
@@ -419,9 +442,10 @@ func (rt *router) run() {
 		waiting = kept
 		bkept := wbatches[:0]
 		for _, b := range wbatches {
-			if b.notBefore.After(now) {
+			if b.notBefore.After(now) && !moved(b.topic, b.partition, b.failed) {
 				bkept = append(bkept, b)
 				later(b.notBefore)
+				poll(b.failed)
 			} else {
 				bbyTopic[b.topic] = append(bbyTopic[b.topic], b)
 				if _, ok := byTopic[b.topic]; !ok {
@@ -479,6 +503,38 @@ func (rt *router) run() {
 			timer.Reset(time.Until(next))
 		}
 	}
+}
+
+// watch returns fresh metadata of the topics with messages or batches
+// waiting for a retry after their leader failed.
+func (rt *router) watch(waiting []*pending, batches []*batch, now time.Time) map[string]*topicMeta {
+	t := rt.t
+	var topics []string
+	for _, r := range waiting {
+		if r.failed >= 0 && r.notBefore.After(now) && r.state.Load() == stQueued && !slices.Contains(topics, r.topic) {
+			topics = append(topics, r.topic)
+		}
+	}
+	for _, b := range batches {
+		if b.failed >= 0 && b.notBefore.After(now) && !slices.Contains(topics, b.topic) {
+			topics = append(topics, b.topic)
+		}
+	}
+	if len(topics) == 0 {
+		return nil
+	}
+	// Metadata younger than RetryBackoff is kept: one lookup per topic and
+	// RetryBackoff at most.
+	t.refreshMetadata()
+	fresh := make(map[string]*topicMeta, len(topics))
+	for _, topic := range topics {
+		ctx, cancel := t.requestCtx(t.ctx)
+		if m, err := t.topicMeta(ctx, topic); err == nil {
+			fresh[topic] = m
+		}
+		cancel()
+	}
+	return fresh
 }
 
 // dispatchBatch hands b to the produce loop of its partition's leader; it

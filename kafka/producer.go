@@ -44,6 +44,7 @@ type batch struct {
 	ts        int64 // the records' timestamp in ms, fixed at the first send
 	attempt   int
 	notBefore time.Time
+	failed    int32 // the broker whose failure made it wait for a retry, -1 if none
 }
 
 // partSeq is a partition's producer state.
@@ -432,7 +433,7 @@ func (p *producer) sendSome(rest []*pending, bs []*batch) ([]*pending, []*batch)
 			continue // its context ended
 		}
 		if i < 0 {
-			b := &batch{topic: r.topic, partition: r.partition, size: batchOverhead}
+			b := &batch{topic: r.topic, partition: r.partition, size: batchOverhead, failed: -1}
 			ps.busy = b
 			parts = append(parts, b)
 			reqSize += batchOverhead
@@ -677,6 +678,10 @@ func (b *batch) end(t *Transport, err error, refused bool) {
 // retry sends b again after a backoff: as it is if it may have been
 // written, else its records are batched anew.
 func (p *producer) retry(b *batch, err error) {
+	b.failed = p.broker
+	for _, r := range b.recs {
+		r.failed = p.broker
+	}
 	if b.written {
 		for _, r := range b.recs {
 			r.setLastErr(err)
