@@ -167,6 +167,12 @@ func (rd *reader) run(ctx context.Context, curs []*cursor) {
 				still = append(still, c)
 				continue
 			}
+			if c.failed >= 0 && leader != c.failed {
+				// A new leader: its backoff starts afresh, should it
+				// refuse the partition too (it may not have applied its
+				// leadership yet).
+				c.fails = 0
+			}
 			c.failed = -1
 			if f := fetchers[leader]; f != nil && f.add(c) {
 				continue

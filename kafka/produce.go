@@ -273,6 +273,11 @@ func (t *Transport) dispatch(r *pending, m *topicMeta, cached bool) bool {
 		}
 	}
 	leader := m.leaders[r.partition]
+	if r.failed >= 0 && leader >= 0 && leader != r.failed {
+		// A new leader: the backoff starts afresh, should it refuse the
+		// message too (it may not have applied its leadership yet).
+		r.attempt, r.failed = 0, -1
+	}
 	if leader < 0 {
 		if cached {
 			return false
@@ -543,6 +548,10 @@ func (t *Transport) dispatchBatch(b *batch, m *topicMeta) bool {
 	leader, ok := m.leaders[b.partition]
 	if !ok || leader < 0 {
 		return false
+	}
+	if b.failed >= 0 && leader != b.failed {
+		// A new leader: the backoff starts afresh.
+		b.attempt, b.failed = 0, -1
 	}
 	p, err := t.producerFor(leader)
 	if err != nil || !p.enqueueBatch(b) {
