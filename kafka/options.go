@@ -280,7 +280,11 @@ func GroupTimeouts(session, heartbeat, rebalance time.Duration) Option {
 // RetryBackoff sets the first and the largest pause between retries of a
 // failed request (the pause doubles from one to the other). Publish
 // retries retriable errors until its context ends; subscriptions retry
-// until they are closed. Defaults DefaultRetryBackoff (50 ms) and
+// until they are closed. A message or partition whose leader failed goes
+// back to that leader only after the pause, but to a new leader as soon
+// as the metadata, looked up every first pause while it waits, names one;
+// its pauses then start again from the first (TestProduceNewLeaderAtOnce,
+// TestFetchNewLeaderAtOnce). Defaults DefaultRetryBackoff (50 ms) and
 // DefaultMaxRetryBackoff (1 s).
 func RetryBackoff(first, max time.Duration) Option {
 	return optFunc(func(c *config) error {
