@@ -184,18 +184,18 @@ func (rd *reader) run(ctx context.Context, curs []*cursor) {
 		pending = still
 		fails = 0
 		if len(pending) > 0 {
-			t.refreshMetadata()
+			t.refreshTopic(rd.topic)
 			timer.Reset(rd.nextLook(pending))
 		}
 	}
 }
 
 // nextLook returns when the supervisor looks at the metadata again for
-// the partitions of pending, which wait for a leader: every RetryBackoff,
+// the partitions of pending, which wait for a leader: every leaderPoll,
 // so that a partition goes to its new leader as soon as the metadata names
 // one, and no later than the first backoff's end.
 func (rd *reader) nextLook(pending []*cursor) time.Duration {
-	d := rd.t.cfg.retryBackoff
+	d := rd.t.leaderPoll()
 	now := time.Now()
 	for _, c := range pending {
 		d = min(d, max(c.retryAt.Sub(now), 0))

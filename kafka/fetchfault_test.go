@@ -262,9 +262,9 @@ func TestFetchBrokerFailureIsolated(t *testing.T) {
 
 // A partition whose leader fails waits for the failed leader only for its
 // backoff: it goes to a new leader as soon as the metadata names one
-// (looked up every RetryBackoff while it waits), not once a backoff grown
-// by the old leader's failures has passed; and should the new leader
-// refuse it at first, the backoff starts afresh.
+// (looked up every RetryBackoff, 100 ms apart at least, while it waits),
+// not once a backoff grown by the old leader's failures has passed; and
+// should the new leader refuse it at first, the backoff starts afresh.
 func TestFetchNewLeaderAtOnce(t *testing.T) {
 	if newEnvIsReal() {
 		t.Skip("fails one broker's fetches on a kfake cluster")

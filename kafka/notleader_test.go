@@ -28,19 +28,32 @@ import (
 // leader had the record, and a client that took the error for a refusal
 // wrote the request again).
 type deposed struct {
-	armed    atomic.Int32 // answers still to rewrite
+	armed    atomic.Int32 // answers still to rewrite to NOT_LEADER_OR_FOLLOWER
 	rewrote  atomic.Int32 // answers rewritten
 	failures atomic.Int32 // answers that could not be rewritten
+
+	mu    sync.Mutex // protects codes
+	codes []int16    // error codes for the next answers, before armed ones
 }
 
-func (d *deposed) take() bool {
+// take returns the error code the next produce answer gets, if it is to
+// be rewritten.
+func (d *deposed) take() (int16, bool) {
+	d.mu.Lock()
+	if len(d.codes) > 0 {
+		code := d.codes[0]
+		d.codes = d.codes[1:]
+		d.mu.Unlock()
+		return code, true
+	}
+	d.mu.Unlock()
 	for {
 		n := d.armed.Load()
 		if n <= 0 {
-			return false
+			return 0, false
 		}
 		if d.armed.CompareAndSwap(n, n-1) {
-			return true
+			return 6, true
 		}
 	}
 }
@@ -50,11 +63,11 @@ func (d *deposed) wrap(c net.Conn) net.Conn { return &deposedConn{Conn: c, d: d}
 type deposedConn struct {
 	net.Conn
 	d       *deposed
-	mu      sync.Mutex // protects the fields below
-	left    int        // bytes of the request being written still to come
-	partial []byte     // the start of a frame header split across writes
-	queue   []int16    // per request written and not yet answered: the produce version to rewrite, or -1
-	out     []byte     // a rewritten answer being read
+	mu      sync.Mutex  // protects the fields below
+	left    int         // bytes of the request being written still to come
+	partial []byte      // the start of a frame header split across writes
+	queue   []rewriteAs // per request written and not yet answered: how to rewrite its answer
+	out     []byte      // a rewritten answer being read
 }
 
 func (c *deposedConn) Write(p []byte) (int, error) {
@@ -74,11 +87,13 @@ func (c *deposedConn) Write(p []byte) (int, error) {
 		hdr := append(c.partial, q[:need]...)
 		c.partial = nil
 		size := int(binary.BigEndian.Uint32(hdr))
-		version := int16(-1)
-		if binary.BigEndian.Uint16(hdr[4:]) == 0 && c.d.take() { // a produce request
-			version = int16(binary.BigEndian.Uint16(hdr[6:]))
+		as := rewriteAs{version: -1}
+		if binary.BigEndian.Uint16(hdr[4:]) == 0 { // a produce request
+			if code, ok := c.d.take(); ok {
+				as = rewriteAs{version: int16(binary.BigEndian.Uint16(hdr[6:])), code: code}
+			}
 		}
-		c.queue = append(c.queue, version)
+		c.queue = append(c.queue, as)
 		c.left = size + 4 - len(hdr)
 		q = q[need:]
 	}
@@ -90,7 +105,7 @@ func (c *deposedConn) Read(p []byte) (int, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if len(c.out) == 0 {
-		if len(c.queue) == 0 || c.queue[0] < 0 {
+		if len(c.queue) == 0 || c.queue[0].version < 0 {
 			if len(c.queue) > 0 {
 				// Pass this answer through; the next read starts the next
 				// one only after the frame is consumed, which the caller
@@ -99,7 +114,7 @@ func (c *deposedConn) Read(p []byte) (int, error) {
 			}
 			return c.Conn.Read(p)
 		}
-		version := c.queue[0]
+		as := c.queue[0]
 		c.queue = c.queue[1:]
 		var hdr [4]byte
 		if _, err := io.ReadFull(c.Conn, hdr[:]); err != nil {
@@ -109,16 +124,24 @@ func (c *deposedConn) Read(p []byte) (int, error) {
 		if _, err := io.ReadFull(c.Conn, body); err != nil {
 			return 0, err
 		}
-		c.out = c.rewrite(version, hdr, body)
+		c.out = c.rewrite(as, hdr, body)
 	}
 	n := copy(p, c.out)
 	c.out = c.out[n:]
 	return n, nil
 }
 
+// rewriteAs says how to rewrite a produce answer: the request's version
+// (-1: leave the answer alone) and the error code to give every partition.
+type rewriteAs struct {
+	version int16
+	code    int16
+}
+
 // rewrite sets every partition's error code in a produce answer to
-// NOT_LEADER_OR_FOLLOWER.
-func (c *deposedConn) rewrite(version int16, hdr [4]byte, body []byte) []byte {
+// as.code.
+func (c *deposedConn) rewrite(as rewriteAs, hdr [4]byte, body []byte) []byte {
+	version := as.version
 	head := 4 // correlation ID
 	if version >= 9 {
 		head++ // empty tagged fields of a flexible answer's header
@@ -131,7 +154,7 @@ func (c *deposedConn) rewrite(version int16, hdr [4]byte, body []byte) []byte {
 	}
 	for i := range res.Topics {
 		for j := range res.Topics[i].Partitions {
-			res.Topics[i].Partitions[j].ErrorCode = 6
+			res.Topics[i].Partitions[j].ErrorCode = as.code
 			res.Topics[i].Partitions[j].BaseOffset = -1
 		}
 	}
@@ -239,10 +262,10 @@ func TestNotLeaderAfterAppend(t *testing.T) {
 
 // A batch whose leader failed waits for that leader only for its backoff:
 // it goes to a new leader as soon as the metadata names one (looked up
-// every RetryBackoff while it waits), not once a backoff grown by the old
-// leader's failures has passed (the partition's other records wait behind
-// it); and should the new leader refuse it at first, the backoff starts
-// afresh.
+// every RetryBackoff, 100 ms apart at least, while it waits), not once a
+// backoff grown by the old leader's failures has passed (the partition's
+// other records wait behind it); and should the new leader refuse it at
+// first, the backoff starts afresh.
 func TestProduceNewLeaderAtOnce(t *testing.T) {
 	if newEnvIsReal() {
 		t.Skip("fails one broker's produce requests on a kfake cluster")
@@ -317,5 +340,65 @@ func TestProduceNewLeaderAtOnce(t *testing.T) {
 	}
 	if took > 6*first {
 		t.Errorf("acknowledged %v after the move, want within %v: the batch waited for the failed leader's backoff", took, 6*first)
+	}
+}
+
+// A batch an earlier attempt may have written, answered
+// OUT_OF_ORDER_SEQUENCE_NUMBER, is not sent again under a new producer ID,
+// under which the broker could not tell it from the copy it may have: it
+// fails, as maybe written. Here the broker has it (the first attempt was
+// appended and answered NOT_LEADER_OR_FOLLOWER; the second, a duplicate
+// the broker recognised, is answered out of order): sent under a new
+// producer ID it was written twice.
+func TestOutOfOrderAfterMaybeWritten(t *testing.T) {
+	e := newEnv(t)
+	if e.real {
+		t.Skip("rewrites the broker's answers: kfake only")
+	}
+	topic := e.topic(t, 1)
+	d := new(deposed)
+	tr := e.transport(t, kafka.WithConnWrapper(d.wrap), kafka.RetryBackoff(5*time.Millisecond, 50*time.Millisecond))
+	ctx := testCtx(t, 30*time.Second)
+
+	seen := make(chan string, 10)
+	sub, err := e.transport(t).Subscribe(ctx, syncbridge.SubscribeConfig{Topic: topic}, func(_ context.Context, m syncbridge.Message) {
+		seen <- string(m.Value)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sub.Close()
+
+	// A first message gets the producer ID and is written.
+	if err := tr.Publish(ctx, syncbridge.Message{Topic: topic, Value: []byte("first")}); err != nil {
+		t.Fatal(err)
+	}
+	d.mu.Lock()
+	d.codes = []int16{6, 45}
+	d.mu.Unlock()
+	err = tr.Publish(ctx, syncbridge.Message{Topic: topic, Value: []byte("doubtful")})
+	if err := tr.Publish(ctx, syncbridge.Message{Topic: topic, Value: []byte("marker")}); err != nil {
+		t.Fatal(err)
+	}
+	copies := 0
+	for v := ""; v != "marker"; {
+		select {
+		case v = <-seen:
+		case <-ctx.Done():
+			t.Fatal("the marker did not arrive")
+		}
+		if v == "doubtful" {
+			copies++
+		}
+	}
+	t.Logf("answers NOT_LEADER_OR_FOLLOWER then OUT_OF_ORDER_SEQUENCE_NUMBER: publish returned %v; written %d times", err, copies)
+	if d.rewrote.Load() != 2 || d.failures.Load() != 0 {
+		t.Fatalf("%d answers rewritten, %d not decoded: want 2 and 0", d.rewrote.Load(), d.failures.Load())
+	}
+	if copies != 1 {
+		t.Errorf("the message was written %d times, want once", copies)
+	}
+	if err == nil || errors.Is(err, syncbridge.ErrNotSent) {
+		t.Errorf("publish returned %v, want an error that does not say the message was not sent", err)
 	}
 }

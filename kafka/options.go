@@ -282,8 +282,9 @@ func GroupTimeouts(session, heartbeat, rebalance time.Duration) Option {
 // retries retriable errors until its context ends; subscriptions retry
 // until they are closed. A message or partition whose leader failed goes
 // back to that leader only after the pause, but to a new leader as soon
-// as the metadata, looked up every first pause while it waits, names one;
-// its pauses then start again from the first (TestProduceNewLeaderAtOnce,
+// as the metadata names one (it is looked up every first pause, 100 ms
+// apart at least, while the message or partition waits); its pauses then
+// start again from the first (TestProduceNewLeaderAtOnce,
 // TestFetchNewLeaderAtOnce). Defaults DefaultRetryBackoff (50 ms) and
 // DefaultMaxRetryBackoff (1 s).
 func RetryBackoff(first, max time.Duration) Option {

@@ -414,7 +414,7 @@ func (rt *router) run() {
 		next = time.Time{}
 		// Messages and batches whose leader failed wait out their backoff
 		// only while the metadata names that leader: it is looked up every
-		// RetryBackoff, and they go to a new leader as soon as one is named.
+		// leaderPoll, and they go to a new leader as soon as one is named.
 		fresh := rt.watch(waiting, wbatches, now)
 		moved := func(topic string, partition, failed int32) bool {
 			m := fresh[topic]
@@ -426,7 +426,7 @@ func (rt *router) run() {
 		}
 		poll := func(failed int32) {
 			if failed >= 0 {
-				later(now.Add(t.cfg.retryBackoff))
+				later(now.Add(t.leaderPoll()))
 			}
 		}
 		byTopic := make(map[string][]*pending)
@@ -528,11 +528,10 @@ func (rt *router) watch(waiting []*pending, batches []*batch, now time.Time) map
 	if len(topics) == 0 {
 		return nil
 	}
-	// Metadata younger than RetryBackoff is kept: one lookup per topic and
-	// RetryBackoff at most.
-	t.refreshMetadata()
 	fresh := make(map[string]*topicMeta, len(topics))
 	for _, topic := range topics {
+		// Metadata younger than RetryBackoff is kept.
+		t.refreshTopic(topic)
 		ctx, cancel := t.requestCtx(t.ctx)
 		if m, err := t.topicMeta(ctx, topic); err == nil {
 			fresh[topic] = m

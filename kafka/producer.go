@@ -595,7 +595,7 @@ func (p *producer) send(parts []*batch) {
 			t.logf(slog.LevelWarn, "syncbridge/kafka: producer ID reset", "topic", b.topic, "partition", b.partition, "written", b.written, "err", kerr)
 			t.resetPID(b.pidGen)
 			if b.written {
-				b.end(t, err, false)
+				b.end(t, fmt.Errorf("%w (an earlier attempt may have written it: sent under a new producer ID, it could be written twice)", err), false)
 			} else {
 				p.retry(b, err)
 			}

@@ -536,6 +536,28 @@ func (t *Transport) refreshMetadata() {
 	}
 }
 
+// minLeaderPoll bounds how often the metadata of a topic is looked up
+// while a partition of it waits for a new leader: Java clients' default
+// retry.backoff.ms.
+const minLeaderPoll = 100 * time.Millisecond
+
+// leaderPoll is how often the metadata of a topic is looked up while a
+// partition of it waits for a leader that failed to be replaced: every
+// RetryBackoff, 100 ms apart at least.
+func (t *Transport) leaderPoll() time.Duration {
+	return max(t.cfg.retryBackoff, minLeaderPoll)
+}
+
+// refreshTopic makes the next lookup of topic's metadata ask a broker,
+// unless the metadata was fetched within the last retry backoff.
+func (t *Transport) refreshTopic(topic string) {
+	t.metaMu.Lock()
+	defer t.metaMu.Unlock()
+	if m := t.topics[topic]; m != nil && time.Since(m.fetched) >= t.cfg.retryBackoff {
+		delete(t.topics, topic)
+	}
+}
+
 // requestCtx bounds one request by RequestTimeout, and by Close.
 func (t *Transport) requestCtx(ctx context.Context) (context.Context, context.CancelFunc) {
 	ctx, cancel := context.WithTimeout(ctx, t.cfg.requestTimeout)
