@@ -20,10 +20,9 @@ import (
 // Transport to the same partitions of a topic share that goroutine and its
 // fetches: each record goes to each of them in turn, so a slow handler
 // delays the others. A partition whose leader fails or moves is read from
-// its new leader as soon as the metadata names it (see RetryBackoff), at
-// the next offset it has not delivered (if that offset no longer exists,
-// at the nearest end of the log); the partitions led by other brokers are
-// read on meanwhile. Without
+// its new leader once the metadata names it, at the next offset it has not
+// delivered (if that offset no longer exists, at the nearest end of the
+// log); the partitions led by other brokers are read on meanwhile. Without
 // cfg.Partitions, partitions added to the topic are read too, from their
 // start, within MetadataMaxAge (5 s by default) of their creation.
 //
