@@ -458,17 +458,20 @@ func (c *clTrace) add(payload, what string) {
 	c.mu.Unlock()
 }
 
-// OnRequestEnd notes when the request was acknowledged.
+// OnRequestEnd notes when the transport answered the request's publish,
+// and how the request ended.
 func (c *clTrace) OnRequestEnd(info *syncbridge.RequestInfo) {
 	if info.Message == nil {
 		return
 	}
 	payload := string(info.Message.Value)
 	c.mu.Lock()
+	// PublishDuration ends with the transport's answer: an acknowledgement,
+	// or an error (at the deadline for a request still being sent).
 	if info.PublishDuration > 0 {
-		c.evs[payload] = append(c.evs[payload], clEvent{info.Start.Add(info.PublishDuration), "request acknowledged"})
+		c.evs[payload] = append(c.evs[payload], clEvent{info.Start.Add(info.PublishDuration), "publish answered"})
 	} else {
-		c.evs[payload] = append(c.evs[payload], clEvent{time.Now(), "request not acknowledged"})
+		c.evs[payload] = append(c.evs[payload], clEvent{time.Now(), "publish not answered"})
 	}
 	c.evs[payload] = append(c.evs[payload], clEvent{time.Now(), "request " + info.Outcome.String()})
 	c.mu.Unlock()
