@@ -3,6 +3,7 @@ package main
 import (
 	"fmt"
 	"os"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -72,7 +73,15 @@ func kafkaContender(b *testing.B, name string) *contender {
 	if c := kafkaCs[name]; c != nil {
 		return c
 	}
-	c, err := kafkaE.newKafka(name)
+	var (
+		c   *contender
+		err error
+	)
+	if cfg, ok := strings.CutPrefix(name, "bridges:"); ok {
+		c, err = kafkaE.newBridges(cfg)
+	} else {
+		c, err = kafkaE.newKafka(name)
+	}
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -100,6 +109,18 @@ func BenchmarkKafka(b *testing.B) {
 			}
 			b.Run("seq", func(b *testing.B) { slow(b); benchDrive(b, c.r, 1) })
 			b.Run("pipe64", func(b *testing.B) { slow(b); benchDrive(b, c.r, 64) })
+		})
+	}
+}
+
+// BenchmarkBridges: the bridges section's configurations (many Bridges on
+// one reply topic), sequential and 64 in flight.
+func BenchmarkBridges(b *testing.B) {
+	for _, name := range bridgesNames {
+		b.Run(name, func(b *testing.B) {
+			c := kafkaContender(b, "bridges:"+name)
+			b.Run("seq", func(b *testing.B) { benchDrive(b, c.r, 1) })
+			b.Run("pipe64", func(b *testing.B) { benchDrive(b, c.r, 64) })
 		})
 	}
 }

@@ -170,3 +170,44 @@ func TestRenderOlderResults(t *testing.T) {
 		t.Error("report has an allocation target without allocations measured")
 	}
 }
+
+// TestBridgesConfigs builds every configuration of the bridges section on
+// kfake and runs 256 requests through it at 64 in flight: every one is
+// answered, by every Bridge in turn.
+func TestBridgesConfigs(t *testing.T) {
+	if os.Getenv("KAFKA_BROKERS") != "" {
+		t.Setenv("KAFKA_BROKERS", "") // kfake: this checks the harness, not a broker
+	}
+	e, err := startKafka()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer e.close()
+	for _, name := range bridgesNames {
+		t.Run(name, func(t *testing.T) {
+			c, err := e.newBridges(name)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer func() {
+				if err := c.close(); err != nil {
+					t.Errorf("close: %v", err)
+				}
+			}()
+			_, n, _ := bridgesConfig(name)
+			if got := len(c.r.(*rrBridges).bs); got != n {
+				t.Fatalf("%d Bridges, want %d", got, n)
+			}
+			if err := warm(c.r, int64(n), time.Minute); err != nil {
+				t.Fatal(err)
+			}
+			r := drive(c.r, load{callers: 64, maxOps: 256, timeout: time.Minute})
+			if r.errs != 0 || r.ops != 256 {
+				t.Fatalf("64 in flight: %d requests answered, %d failed (first: %v), want 256 and 0", r.ops, r.errs, r.firstErr)
+			}
+		})
+	}
+	if _, _, err := bridgesConfig("sideways-3"); err == nil {
+		t.Error("an unknown configuration was accepted")
+	}
+}

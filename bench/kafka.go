@@ -104,11 +104,16 @@ func startKafka() (*kafkaEnv, error) {
 // contender: every instance starts on empty topics, so its consumers can
 // start at the earliest offset and miss nothing.
 func (e *kafkaEnv) topics(name string) (req, rep string, err error) {
+	return e.topicsN(name, kafkaPartitions)
+}
+
+// topicsN is topics with parts partitions per topic.
+func (e *kafkaEnv) topicsN(name string, parts int) (req, rep string, err error) {
 	base := fmt.Sprintf("%s%s-%d", e.prefix, name, e.seq.Add(1))
 	req, rep = base+".req", base+".rep"
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	res, err := e.adm.CreateTopics(ctx, kafkaPartitions, 1, nil, req, rep)
+	res, err := e.adm.CreateTopics(ctx, int32(parts), 1, nil, req, rep)
 	if err != nil {
 		return "", "", err
 	}
@@ -119,7 +124,7 @@ func (e *kafkaEnv) topics(name string) (req, rep string, err error) {
 	// knows the topic: wait until the metadata shows a leader for every
 	// partition, or a client may be told the topic does not exist.
 	for {
-		if ready, err := e.topicsReady(ctx, req, rep); err != nil {
+		if ready, err := e.topicsReady(ctx, parts, req, rep); err != nil {
 			return "", "", err
 		} else if ready {
 			return req, rep, nil
@@ -132,16 +137,16 @@ func (e *kafkaEnv) topics(name string) (req, rep string, err error) {
 	}
 }
 
-// topicsReady reports whether the metadata shows every partition of the
-// topics with a leader.
-func (e *kafkaEnv) topicsReady(ctx context.Context, topics ...string) (bool, error) {
+// topicsReady reports whether the metadata shows the parts partitions of
+// each of the topics, each with a leader.
+func (e *kafkaEnv) topicsReady(ctx context.Context, parts int, topics ...string) (bool, error) {
 	md, err := e.adm.Metadata(ctx, topics...)
 	if err != nil {
 		return false, err
 	}
 	for _, t := range topics {
 		td, ok := md.Topics[t]
-		if !ok || td.Err != nil || len(td.Partitions) != kafkaPartitions {
+		if !ok || td.Err != nil || len(td.Partitions) != parts {
 			return false, nil
 		}
 		for _, p := range td.Partitions {

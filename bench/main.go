@@ -50,7 +50,7 @@ func main() {
 	flag.IntVar(&c.rounds, "rounds", 0, "shuffled rounds per contender and load (default 6, or 3 with -short)")
 	flag.DurationVar(&c.memDur, "memdur", 0, "length of one in-process run (default 2s, or 500ms with -short)")
 	flag.DurationVar(&c.kafkaDur, "kafkadur", 0, "length of one Kafka run (default 3s, or 700ms with -short)")
-	flag.StringVar(&sections, "only", "memory,kafka,scale", "comma-separated sections to run: memory, kafka, scale")
+	flag.StringVar(&sections, "only", "memory,kafka,bridges,scale", "comma-separated sections to run: memory, kafka, bridges (many Bridges on one reply topic), scale")
 	flag.BoolVar(&c.kfake, "kfake", true, "with KAFKA_BROKERS set, also run the Kafka section on kfake")
 	filter := flag.String("contenders", "", "run only the contenders whose names match this regular expression")
 	flag.StringVar(&c.out, "out", "", "write the Markdown report to this file (it is always printed)")
@@ -234,6 +234,7 @@ type results struct {
 	elapsed  time.Duration
 	inproc   *section
 	kafka    []*section
+	bridges  []*section // many Bridges on one reply topic
 	scale    map[int][]scaleResult
 	scaleCPU cpuUsage
 	scaleErr error
@@ -252,6 +253,15 @@ func runAll(c config, cmd string) (*results, error) {
 		}
 		if !real || c.kfake {
 			res.kafka = append(res.kafka, runKafka(c, false))
+		}
+	}
+	if c.sections["bridges"] {
+		real := os.Getenv("KAFKA_BROKERS") != ""
+		if real {
+			res.bridges = append(res.bridges, runBridges(c, true))
+		}
+		if !real || c.kfake {
+			res.bridges = append(res.bridges, runBridges(c, false))
 		}
 	}
 	if c.sections["scale"] {

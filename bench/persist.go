@@ -63,6 +63,7 @@ type jResults struct {
 	Elapsed  time.Duration
 	Inproc   *jSection `json:",omitempty"`
 	Kafka    []*jSection
+	Bridges  []*jSection `json:",omitempty"`
 	Scale    map[int][]jScale
 	ScaleCPU jCPU
 	ScaleErr string `json:",omitempty"`
@@ -155,6 +156,9 @@ func (res *results) save(path string, c config) error {
 	for _, k := range res.kafka {
 		j.Kafka = append(j.Kafka, toJSection(k))
 	}
+	for _, k := range res.bridges {
+		j.Bridges = append(j.Bridges, toJSection(k))
+	}
 	for n, rs := range res.scale {
 		for _, r := range rs {
 			j.Scale[n] = append(j.Scale[n], jScale{r.n, r.heapPerGo, r.heapPerReq, r.stackPerReq, toJRun(r.probe), r.drain})
@@ -191,6 +195,9 @@ func loadResults(path string, c *config) (*results, error) {
 	}
 	for _, k := range j.Kafka {
 		res.kafka = append(res.kafka, fromJSection(k))
+	}
+	for _, k := range j.Bridges {
+		res.bridges = append(res.bridges, fromJSection(k))
 	}
 	for n, rs := range j.Scale {
 		for _, r := range rs {

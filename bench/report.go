@@ -159,6 +159,7 @@ func (res *results) targets() []target {
 			ts = append(ts, target{area: area, what: "(for information) " + n + " req/s ÷ franz-go req/s, 64 in flight", goal: "—", r: r, ok: true})
 		}
 	}
+	ts = append(ts, res.bridgesTargets()...)
 	if len(res.scale) > 0 {
 		big := scaleLevels[len(scaleLevels)-1]
 		small := scaleLevels[0]
@@ -306,6 +307,8 @@ func (res *results) markdown(c config) string {
 		}
 		w("CPU during this section: this process %.2f cores (the broker included when it is kfake), other processes %.2f cores (a real broker included) on average (load average %s → %s).\n\n", s.cpu.selfCores, s.cpu.otherCores, s.cpu.loadAvgFrom, s.cpu.loadAvgTo)
 	}
+
+	res.bridgesMarkdown(w)
 
 	if c.sections["scale"] {
 		w("## Scale: syncbridge over the memory transport with N requests held in flight\n\n")

@@ -126,8 +126,10 @@
 //     and drops the replies that carry a correlation ID it does not know
 //     (counted as foreign in Bridge.Stats). Simple and elastic: any number of
 //     Bridges share one topic, responders reply to the topic and Kafka
-//     spreads the replies. The cost is that each Bridge reads every reply, so
-//     fetch traffic grows with the number of Bridges.
+//     spreads the replies. The cost is that each Transport reads every
+//     reply, so fetch traffic grows with the number of processes. Bridges
+//     on one Transport share one reader of the topic: 16 of them make as
+//     many fetch requests per reply as one.
 //   - Pinned (syncbridge.WithReplyPartitions): each Bridge reads only its own
 //     partitions of the reply topic and names the partition in each request
 //     (the kafka_replyPartition header); the responder publishes the reply to
