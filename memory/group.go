@@ -46,8 +46,8 @@ type group struct {
 	t      *Transport
 	tp     *topic
 	name   string
-	parts  []chan syncbridge.Message // one queue per partition worker, for keyed and partitioned messages
-	exited []chan struct{}           // closed when each worker returns
+	parts  []partQueue     // one queue per partition worker, for keyed and partitioned messages
+	exited []chan struct{} // closed when each worker returns
 
 	keyless chan syncbridge.Message // keyless messages, taken by any worker
 	wake    chan struct{}           // a token wakes one parked worker; capacity len(parts)
@@ -65,6 +65,36 @@ type group struct {
 	mu      sync.Mutex                // protects changes to members, and changed
 	members atomic.Pointer[[]*member] // read without mu
 	changed chan struct{}             // closed and replaced when members change
+}
+
+// partQueue is a partition worker's queue, made when the first message for
+// the partition comes: a group that only sees keyless messages (a
+// Responder's, serving Bridge requests) keeps no queues it never uses.
+// A queue holds QueueSize messages, about 128 KB that the garbage
+// collector scans in every cycle.
+type partQueue struct {
+	q    atomic.Pointer[chan syncbridge.Message]
+	made chan struct{} // a token once q is made, capacity 1: wakes the parked worker
+}
+
+// queue returns partition p's queue, making it on first use.
+func (g *group) queue(p int32) chan syncbridge.Message {
+	pq := &g.parts[p]
+	if q := pq.q.Load(); q != nil {
+		return *q
+	}
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if q := pq.q.Load(); q != nil {
+		return *q
+	}
+	q := make(chan syncbridge.Message, g.t.QueueSize)
+	pq.q.Store(&q)
+	select {
+	case pq.made <- struct{}{}:
+	default:
+	}
+	return q
 }
 
 // takenCtr is a worker's count of the keyless messages it took, alone on
@@ -116,7 +146,7 @@ func (t *Transport) join(tp *topic, name string, h syncbridge.Handler, concurren
 		}
 		g.members.Store(new([]*member))
 		for range t.Partitions {
-			g.parts = append(g.parts, make(chan syncbridge.Message, t.QueueSize))
+			g.parts = append(g.parts, partQueue{made: make(chan struct{}, 1)})
 			g.exited = append(g.exited, make(chan struct{}))
 		}
 		g.active.Store(int32(t.Partitions)) // the workers start active
@@ -162,13 +192,19 @@ func (t *Transport) join(tp *topic, name string, h syncbridge.Handler, concurren
 // has no topic, which Publish never queues.
 func (g *group) run(p int) {
 	defer close(g.exited[p])
-	q := g.parts[p]
+	pq := &g.parts[p]
+	var q chan syncbridge.Message // nil until made: never ready
 	yielded := false
 	for {
 		var (
 			msg     syncbridge.Message
 			keyless bool
 		)
+		if q == nil {
+			if x := pq.q.Load(); x != nil {
+				q = *x
+			}
+		}
 		select {
 		case msg = <-q:
 		default:
@@ -184,7 +220,7 @@ func (g *group) run(p int) {
 					continue
 				}
 				var ok bool
-				if msg, keyless, ok = g.park(q); !ok {
+				if msg, keyless, ok = g.park(q, pq.made); !ok {
 					yielded = false // woken to look at the keyless queue
 					continue
 				}
@@ -211,9 +247,13 @@ func (g *group) run(p int) {
 }
 
 // park waits for a message on partition p's queue q or for a wake token,
-// after a last look at the keyless queue. It reports false when woken by a
-// token: the waker counted the worker active again.
-func (g *group) park(q chan syncbridge.Message) (msg syncbridge.Message, keyless, ok bool) {
+// after a last look at the keyless queue; while q is nil (not made yet),
+// for made, the token that says it was. It reports false when woken by a
+// token, counted active again.
+func (g *group) park(q chan syncbridge.Message, made chan struct{}) (msg syncbridge.Message, keyless, ok bool) {
+	if q != nil {
+		made = nil
+	}
 	g.active.Add(-1)
 	// A publisher queues, then reads active; this worker decrements active,
 	// then looks: one of the two sees the other.
@@ -227,7 +267,10 @@ func (g *group) park(q chan syncbridge.Message) (msg syncbridge.Message, keyless
 	case msg = <-q:
 		g.active.Add(1)
 		return msg, false, true
-	case <-g.wake:
+	case <-g.wake: // the waker counted this worker active
+		return msg, false, false
+	case <-made:
+		g.active.Add(1)
 		return msg, false, false
 	}
 }
@@ -387,9 +430,9 @@ func (m *member) Close() error {
 // stop makes every worker of g return, once the transport is closed.
 func (g *group) stop() {
 	g.watchdog.Stop()
-	for p, q := range g.parts {
+	for p := range g.parts {
 		select {
-		case q <- syncbridge.Message{}:
+		case g.queue(int32(p)) <- syncbridge.Message{}:
 		case <-g.exited[p]: // returned by itself (see run)
 		}
 	}

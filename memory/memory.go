@@ -58,8 +58,9 @@ type Transport struct {
 	// handles at once, but for Concurrent members.
 	Partitions int
 	// QueueSize is the capacity of each subscription's queue, and of each
-	// consumer group's queues: one per partition, and one for keyless
-	// messages. Zero means DefaultQueueSize.
+	// consumer group's queues: one per partition (made when the first
+	// message for it comes), and one for keyless messages. Zero means
+	// DefaultQueueSize.
 	QueueSize int
 
 	once   sync.Once
@@ -236,9 +237,9 @@ func (t *Transport) deliver(ctx context.Context, tp *topic, msg syncbridge.Messa
 		}
 	}
 	for _, g := range *tp.groups.Load() {
-		q := g.parts[msg.Partition]
-		if keyless {
-			q = g.keyless
+		q := g.keyless
+		if !keyless {
+			q = g.queue(msg.Partition)
 		}
 		select {
 		case q <- msg:
