@@ -122,9 +122,7 @@ type member struct {
 	cancel context.CancelFunc
 	once   sync.Once
 
-	mu     sync.Mutex     // protects closed and active.Add
-	closed bool           // no new handler calls
-	active sync.WaitGroup // handler calls in progress
+	active gate // handler calls in progress; closed: no new ones
 }
 
 // join adds a member to the named group of tp, creating the group (and its
@@ -170,7 +168,7 @@ func (t *Transport) join(tp *topic, name string, h syncbridge.Handler, concurren
 	tp.mu.Unlock()
 
 	ctx, cancel := context.WithCancel(context.Background())
-	m := &member{g: g, h: h, ctx: ctx, cancel: cancel}
+	m := &member{g: g, h: h, ctx: ctx, cancel: cancel, active: newGate()}
 	if concurrent {
 		m.sem = make(chan struct{}, maxConcurrent)
 	}
@@ -375,9 +373,7 @@ func (g *group) handOver(p int, msg syncbridge.Message) bool {
 			return false
 		}
 		m := ms[p%len(ms)]
-		m.mu.Lock()
-		if m.closed {
-			m.mu.Unlock()
+		if !m.active.enter() {
 			// Leaving: it is being removed from members. Look again.
 			g.mu.Lock()
 			changed := g.changed
@@ -388,20 +384,18 @@ func (g *group) handOver(p int, msg syncbridge.Message) bool {
 			}
 			continue
 		}
-		m.active.Add(1)
-		m.mu.Unlock()
 		if m.sem != nil {
 			// Concurrent: the call runs on its own, and the worker goes
 			// on to the next message, even of the same key.
 			m.sem <- struct{}{}
 			go func() {
-				defer func() { <-m.sem; m.active.Done() }()
+				defer func() { <-m.sem; m.active.leave() }()
 				m.h(m.ctx, msg)
 			}()
 			return true
 		}
 		m.h(m.ctx, msg)
-		m.active.Done()
+		m.active.leave()
 		return true
 	}
 }
@@ -411,9 +405,7 @@ func (g *group) handOver(p int, msg syncbridge.Message) bool {
 // yet handed over stay queued for them.
 func (m *member) Close() error {
 	m.once.Do(func() {
-		m.mu.Lock()
-		m.closed = true
-		m.mu.Unlock()
+		m.active.close()
 		g := m.g
 		g.mu.Lock()
 		ms := slices.DeleteFunc(slices.Clone(*g.members.Load()), func(x *member) bool { return x == m })
@@ -423,7 +415,7 @@ func (m *member) Close() error {
 		g.mu.Unlock()
 		m.cancel()
 	})
-	m.active.Wait()
+	m.active.wait()
 	return nil
 }
 

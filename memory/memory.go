@@ -298,7 +298,7 @@ func (t *Transport) Subscribe(ctx context.Context, cfg syncbridge.SubscribeConfi
 		return t.join(tp, cfg.Group, h, cfg.Concurrent)
 	}
 	sctx, cancel := context.WithCancel(context.Background())
-	s := &bsub{t: t, tp: tp, h: h, ctx: sctx, cancel: cancel, done: make(chan struct{}), exited: make(chan struct{})}
+	s := &bsub{active: newGate(), t: t, tp: tp, h: h, ctx: sctx, cancel: cancel, done: make(chan struct{}), exited: make(chan struct{})}
 	if cfg.Partitions != nil {
 		s.parts = slices.Clone(cfg.Partitions)
 	}
@@ -352,9 +352,7 @@ func (t *Transport) start(f func()) bool {
 // handler, or, for a concurrent subscription, nothing but the handler,
 // which Publish calls.
 type bsub struct {
-	mu     sync.Mutex // protects closed and active.Add
-	closed bool
-	active sync.WaitGroup // inline handler calls in progress
+	active gate // inline handler calls in progress; closed by Close
 	t      *Transport
 	tp     *topic
 	h      syncbridge.Handler
@@ -371,14 +369,10 @@ type bsub struct {
 // No lock is held during the call: a handler may publish to its own
 // topic, and so call itself, while Close waits.
 func (s *bsub) inline(msg syncbridge.Message) {
-	s.mu.Lock()
-	if s.closed {
-		s.mu.Unlock()
+	if !s.active.enter() {
 		return
 	}
-	s.active.Add(1)
-	s.mu.Unlock()
-	defer s.active.Done()
+	defer s.active.leave()
 	s.h(s.ctx, msg)
 }
 
@@ -405,11 +399,9 @@ func (s *bsub) Close() error {
 		s.tp.mu.Unlock()
 		s.cancel()
 		close(s.done)
-		s.mu.Lock()
-		s.closed = true
-		s.mu.Unlock()
+		s.active.close()
 	})
-	s.active.Wait() // inline calls in progress
+	s.active.wait() // inline calls in progress
 	<-s.exited
 	return nil
 }
