@@ -2,6 +2,7 @@ package syncbridge
 
 import (
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"sync"
@@ -34,6 +35,7 @@ type Bridge struct {
 	idleOnce  sync.Once
 	idle      chan struct{} // closed when stopping and nothing is in flight
 	stats     counters
+	dl        deadlineCache
 	// calls and timers recycle what Request and Gather wait on.
 	// They belong to the Bridge, not the package, so that a Bridge's
 	// channels and timers stay in the testing/synctest bubble that made it.
@@ -142,7 +144,7 @@ func (b *Bridge) outgoing(c *Call, msg *Message) Message {
 		}
 	}
 	buf = b.ids.appendID(buf, c.seq)
-	buf = appendDeadline(buf, c.deadline)
+	buf = b.dl.append(buf, c.deadline)
 	hdrs = append(hdrs,
 		Header{Key: h.CorrelationID, Value: buf[:idLen:idLen]},
 		Header{Key: h.ReplyTopic, Value: b.replyTo},
@@ -157,6 +159,49 @@ func (b *Bridge) outgoing(c *Call, msg *Message) Message {
 	out := *msg
 	out.Headers = hdrs
 	return out
+}
+
+// deadlineCache remembers the text of the last deadline header made:
+// requests made with the same context, or with the same timeout within a
+// millisecond, carry the same deadline, and copying it costs less than
+// formatting it. It is a sequence lock of atomic words: a reader takes the
+// text only if no writer changed it meanwhile, and a writer that finds
+// another writing leaves the cache alone.
+type deadlineCache struct {
+	ver  atomic.Uint64 // odd while a writer updates the fields below
+	ms   atomic.Int64
+	n    atomic.Uint32
+	text [3]atomic.Uint64 // the digits, little-endian
+}
+
+// append appends the deadline header's value for t to dst.
+func (c *deadlineCache) append(dst []byte, t time.Time) []byte {
+	ms := t.UnixMilli()
+	v := c.ver.Load()
+	if v&1 == 0 && v != 0 && c.ms.Load() == ms {
+		n := c.n.Load()
+		w0, w1, w2 := c.text[0].Load(), c.text[1].Load(), c.text[2].Load()
+		if c.ver.Load() == v {
+			var b [24]byte
+			binary.LittleEndian.PutUint64(b[0:], w0)
+			binary.LittleEndian.PutUint64(b[8:], w1)
+			binary.LittleEndian.PutUint64(b[16:], w2)
+			return append(dst, b[:n]...)
+		}
+	}
+	start := len(dst)
+	dst = appendDeadline(dst, t) // wire.go
+	if v&1 == 0 && c.ver.CompareAndSwap(v, v+1) {
+		var b [24]byte
+		n := copy(b[:], dst[start:]) // at most 20 bytes: an int64
+		c.ms.Store(ms)
+		c.n.Store(uint32(n))
+		c.text[0].Store(binary.LittleEndian.Uint64(b[0:]))
+		c.text[1].Store(binary.LittleEndian.Uint64(b[8:]))
+		c.text[2].Store(binary.LittleEndian.Uint64(b[16:]))
+		c.ver.Store(v + 2)
+	}
+	return dst
 }
 
 // outgoingBytes is room for the values of a request's headers: correlation
