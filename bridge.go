@@ -127,16 +127,28 @@ func (b *Bridge) release() {
 }
 
 // outgoing returns the message to publish for msg: a copy with the
-// correlation ID, reply address and deadline added to a new header slice,
-// kept in c. The caller's message and its header slice are left untouched.
+// correlation ID, reply address and deadline added to a new header slice.
+// The caller's message and its header slice are left untouched. The
+// headers and their values take one allocation, sized for them: the
+// transport, and a responder in the same process, may keep them.
 func (b *Bridge) outgoing(c *Call, msg *Message) Message {
 	h := &b.cfg.headers
 	var hdrs []Header
-	buf := c.buf.buf[:0]
-	if n := len(msg.Headers) + 4; n <= len(c.buf.hdrs) {
-		hdrs = c.buf.hdrs[:0]
-	} else {
-		hdrs = make([]Header, 0, n)
+	var buf []byte
+	n := len(msg.Headers) + 3
+	if c.g != nil {
+		n++
+	}
+	switch {
+	case len(b.cfg.replyParts) == 0 && n <= 3: // the common case
+		x := new(outgoing3)
+		hdrs, buf = x.hdrs[:0], x.buf[:0]
+	case n <= 4:
+		x := new(outgoing4)
+		hdrs, buf = x.hdrs[:0], x.buf[:0]
+	default:
+		x := new(outgoing4)
+		hdrs, buf = make([]Header, 0, n+1), x.buf[:0]
 	}
 	for _, x := range msg.Headers {
 		if !h.reserved(x.Key) { // ours are set below, once
@@ -204,14 +216,19 @@ func (c *deadlineCache) append(dst []byte, t time.Time) []byte {
 	return dst
 }
 
-// outgoingBytes is room for the values of a request's headers: correlation
-// ID, deadline and reply partition (10 bytes in decimal, see Dialect).
-const outgoingBytes = idLen + 20 + 10
+// outgoing3 is the memory of a request's headers, in the common case: the
+// correlation ID, the reply topic and the deadline (an int64 in decimal),
+// 176 bytes.
+type outgoing3 struct {
+	hdrs [3]Header
+	buf  [idLen + 20]byte
+}
 
-// outgoingBuf is the memory of a request's headers.
-type outgoingBuf struct {
+// outgoing4 has room for one more header: the caller's own, a Gather's, or
+// the reply partition (10 bytes in decimal, see Dialect).
+type outgoing4 struct {
 	hdrs [4]Header
-	buf  [outgoingBytes]byte
+	buf  [idLen + 20 + 10]byte
 }
 
 // Request publishes msg to msg.Topic and waits for its reply. It is Go
@@ -235,7 +252,6 @@ type outgoingBuf struct {
 func (b *Bridge) Request(ctx context.Context, msg Message) (*Message, error) {
 	c := b.calls.Get().(*Call)
 	c.b, c.topic, c.parent = b, msg.Topic, ctx
-	c.buf = new(outgoingBuf)
 	b.start(c, &msg, false)
 	// Wait as Go's watchers would: ctx, or the default timeout.
 	select {

@@ -44,10 +44,6 @@ type Call struct {
 	hi         *RequestInfo // for request hooks; nil without them
 	g          *gathering   // for Gather: many replies; nil otherwise
 
-	// buf holds the request's headers until it is handed to the
-	// transport; then the Call lets go of it, so that a Call waiting for
-	// its reply keeps only what it needs.
-	buf *outgoingBuf
 }
 
 // callExtra holds the state of a Call that only some Calls need: those
@@ -131,9 +127,6 @@ func (b *Bridge) start(c *Call, msg *Message, watch bool) {
 		deadline = time.Now().Add(b.cfg.defaultTimeout)
 	}
 	c.deadline = deadline
-	if c.buf == nil {
-		c.buf = new(outgoingBuf)
-	}
 	out := b.outgoing(c, msg)
 	if hi := c.hi; hi != nil {
 		m := out // on the heap only when there are hooks
@@ -152,7 +145,6 @@ func (b *Bridge) start(c *Call, msg *Message, watch bool) {
 	if watch {
 		c.watch()
 	}
-	c.buf = nil // out holds it while the transport needs it
 	// The transport watches the Call itself as its context: it ends when
 	// the Call expires (its context, its deadline, Cancel) or ends (Close),
 	// so that nothing stays queued or retried for a Call that is over.
