@@ -36,6 +36,7 @@ type Bridge struct {
 	idle      chan struct{} // closed when stopping and nothing is in flight
 	stats     counters
 	dl        deadlineCache
+	watches   watches // the contexts of Go's Calls
 	// calls and timers recycle what Request and Gather wait on.
 	// They belong to the Bridge, not the package, so that a Bridge's
 	// channels and timers stay in the testing/synctest bubble that made it.
@@ -77,6 +78,7 @@ func New(ctx context.Context, t Transport, opts ...Option) (*Bridge, error) {
 		replyTo: []byte(cfg.replyTopic),
 		idle:    make(chan struct{}),
 	}
+	b.watches.m = make(map[context.Context]*ctxWatch)
 	b.async, _ = t.(AsyncPublisher)
 	if cfg.failFast {
 		b.checker, _ = t.(ResponderChecker)

@@ -20,11 +20,10 @@ import (
 // few hundred bytes and no goroutine.
 type Call struct {
 	b        *Bridge
-	seq      uint64 // 0 when the Call ended before it was given one
+	seq      uint64 // 0 when the Call ended before acquire admitted it and gave it one
 	topic    string
 	parent   context.Context // the caller's context
 	deadline time.Time       // the parent's, or the default timeout's
-	acquired bool            // admitted by acquire: end releases the slot
 
 	// Set before the Call is shared, read-only after.
 	ch chan struct{} // Request's wake-up, capacity 1; nil for Go
@@ -38,7 +37,8 @@ type Call struct {
 	done       chan struct{}
 	reply      *Message
 	err        error
-	stop       func() bool  // stops the context.AfterFunc watching parent
+	stop       func() bool  // stops the context.AfterFunc watching parent, if it has one of its own
+	w          *ctxWatch    // watches parent with other Calls on it, if it has no AfterFunc of its own
 	timer      *time.Timer  // the default timeout, when parent has no deadline
 	x          *callExtra   // what few Calls need; nil until one does
 	hi         *RequestInfo // for request hooks; nil without them
@@ -113,8 +113,8 @@ func (b *Bridge) start(c *Call, msg *Message, watch bool) {
 		c.end(nil, err, o)
 		return
 	}
-	c.acquired = true
-	c.seq = b.seq.Add(1)
+	c.seq = b.seq.Add(1) // admitted: end releases the slot
+
 	if hi := c.hi; hi != nil {
 		hi.ID = string(b.ids.appendID(nil, c.seq))
 	}
@@ -169,25 +169,31 @@ func (c *Call) watch() {
 	c.mu.Unlock()
 	// Outside the lock: either may run its function at once.
 	var stop func() bool
+	var w *ctxWatch
 	var timer *time.Timer
 	if c.parent.Done() != nil {
-		stop = context.AfterFunc(c.parent, c.expireCtx)
+		if w = c.b.watches.add(c); w == nil {
+			stop = context.AfterFunc(c.parent, c.expireCtx)
+		}
 	}
 	if _, ok := c.parent.Deadline(); !ok {
 		timer = time.AfterFunc(time.Until(c.deadline), c.expireTimer)
 	}
 	c.mu.Lock()
-	c.stop, c.timer = stop, timer
+	c.stop, c.w, c.timer = stop, w, timer
 	ended := c.ending
 	c.mu.Unlock()
 	if ended { // ended meanwhile: end could not stop them
-		c.stopWatching(stop, timer)
+		c.stopWatching(stop, w, timer)
 	}
 }
 
-func (c *Call) stopWatching(stop func() bool, timer *time.Timer) {
+func (c *Call) stopWatching(stop func() bool, w *ctxWatch, timer *time.Timer) {
 	if stop != nil {
 		stop()
+	}
+	if w != nil {
+		c.b.watches.remove(w, c)
 	}
 	if timer != nil {
 		timer.Stop()
@@ -293,7 +299,7 @@ func (c *Call) end(reply *Message, err error, o outcome) {
 	// The slot is released before the end shows, so that a caller woken
 	// by the Call can start its next request within MaxInFlight at once,
 	// and Stats never shows an ended Call in flight.
-	if c.acquired {
+	if c.seq != 0 { // admitted by acquire
 		b.release()
 	}
 	c.mu.Lock()
@@ -302,10 +308,10 @@ func (c *Call) end(reply *Message, err error, o outcome) {
 	if c.done != nil {
 		close(c.done)
 	}
-	stop, timer := c.stop, c.timer
+	stop, w, timer := c.stop, c.w, c.timer
 	transportWatches := c.x != nil && (c.x.ctxDone != nil || len(c.x.afters) > 0)
 	c.mu.Unlock()
-	c.stopWatching(stop, timer)
+	c.stopWatching(stop, w, timer)
 	if transportWatches {
 		c.cancelCtx(context.Canceled) // the Call is over: let the transport go
 	}
