@@ -36,7 +36,8 @@ type Bridge struct {
 	idle      chan struct{} // closed when stopping and nothing is in flight
 	stats     counters
 	dl        deadlineCache
-	watches   watches // the contexts of Go's Calls
+	watches   watches  // the contexts of Go's Calls
+	timeouts  timeouts // Go's Calls whose contexts have no deadline
 	// calls and timers recycle what Request and Gather wait on.
 	// They belong to the Bridge, not the package, so that a Bridge's
 	// channels and timers stay in the testing/synctest bubble that made it.
@@ -79,6 +80,8 @@ func New(ctx context.Context, t Transport, opts ...Option) (*Bridge, error) {
 		idle:    make(chan struct{}),
 	}
 	b.watches.m = make(map[context.Context]*ctxWatch)
+	b.timeouts.timer = time.AfterFunc(time.Hour, b.timeouts.fire)
+	b.timeouts.timer.Stop()
 	b.async, _ = t.(AsyncPublisher)
 	if cfg.failFast {
 		b.checker, _ = t.(ResponderChecker)
@@ -188,9 +191,13 @@ type deadlineCache struct {
 	text [3]atomic.Uint64 // the digits, little-endian
 }
 
-// append appends the deadline header's value for t to dst.
-func (c *deadlineCache) append(dst []byte, t time.Time) []byte {
-	ms := t.UnixMilli()
+// append appends the deadline header's value for ns (Unix nanoseconds)
+// to dst.
+func (c *deadlineCache) append(dst []byte, ns int64) []byte {
+	ms := ns / 1e6
+	if ns%1e6 < 0 { // before 1970: round down, as time.Time.UnixMilli does
+		ms--
+	}
 	v := c.ver.Load()
 	if v&1 == 0 && v != 0 && c.ms.Load() == ms {
 		n := c.n.Load()
@@ -204,7 +211,7 @@ func (c *deadlineCache) append(dst []byte, t time.Time) []byte {
 		}
 	}
 	start := len(dst)
-	dst = appendDeadline(dst, t) // wire.go
+	dst = appendDeadline(dst, time.UnixMilli(ms)) // wire.go
 	if v&1 == 0 && c.ver.CompareAndSwap(v, v+1) {
 		var b [24]byte
 		n := copy(b[:], dst[start:]) // at most 20 bytes: an int64
@@ -263,7 +270,7 @@ func (b *Bridge) Request(ctx context.Context, msg Message) (*Message, error) {
 		var expiry <-chan time.Time
 		if _, ok := ctx.Deadline(); !ok {
 			timer = b.timers.Get().(*time.Timer)
-			timer.Reset(time.Until(c.deadline))
+			timer.Reset(c.untilDeadline())
 			expiry = timer.C
 		}
 		select {
@@ -384,6 +391,7 @@ func (b *Bridge) drop(reason DropReason, msg Message) {
 func (b *Bridge) Close() error {
 	b.closeOnce.Do(func() {
 		b.stopping.Store(true)
+		b.timeouts.timer.Stop() // the Calls it would expire end here
 		for _, c := range b.reg.close() {
 			c.end(nil, ErrClosed, outClosed)
 		}

@@ -12,7 +12,7 @@ import (
 func TestDeadlineCache(t *testing.T) {
 	var c deadlineCache
 	base := time.UnixMilli(1764102531123)
-	deadlines := []time.Time{base, base.Add(time.Millisecond), base.Add(time.Hour), time.UnixMilli(-5), time.UnixMilli(0), time.UnixMilli(1<<62 + 7)}
+	deadlines := []time.Time{base, base.Add(time.Millisecond), base.Add(time.Hour), time.UnixMilli(-5), time.Unix(0, -1), time.Unix(0, -1e6), time.UnixMilli(0), time.Unix(0, 1<<62+7)}
 	var wg sync.WaitGroup
 	for g := range 8 {
 		wg.Add(1)
@@ -20,7 +20,7 @@ func TestDeadlineCache(t *testing.T) {
 			defer wg.Done()
 			for i := range 20000 {
 				d := deadlines[(g+i/(g+1))%len(deadlines)]
-				got := c.append([]byte("x"), d)
+				got := c.append([]byte("x"), d.UnixNano())
 				if want := appendDeadline([]byte("x"), d); string(got) != string(want) {
 					t.Errorf("append(%v) = %q, want %q", d, got, want)
 					return
