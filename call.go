@@ -17,8 +17,10 @@ import (
 //
 // A caller may stop waiting for a Call and keep it, to look at it later:
 // this is how a server answers 202 Accepted when a reply is slow, and serves
-// the outcome when the client polls. A Call waiting for its reply costs a
-// few hundred bytes and no goroutine.
+// the outcome when the client polls. A Call waiting for its reply costs no
+// goroutine, and under 256 bytes when Calls share their context or their
+// contexts have no deadline (TestInFlightMemory); a context of its own adds
+// the AfterFunc that watches it.
 type Call struct {
 	b        *Bridge
 	seq      uint64 // 0 when the Call ended before acquire admitted it and gave it one
