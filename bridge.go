@@ -2,6 +2,7 @@ package syncbridge
 
 import (
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"sync"
@@ -34,6 +35,9 @@ type Bridge struct {
 	idleOnce  sync.Once
 	idle      chan struct{} // closed when stopping and nothing is in flight
 	stats     counters
+	dl        deadlineCache
+	watches   watches  // the contexts of Go's Calls
+	timeouts  timeouts // Go's Calls whose contexts have no deadline
 	// calls and timers recycle what Request and Gather wait on.
 	// They belong to the Bridge, not the package, so that a Bridge's
 	// channels and timers stay in the testing/synctest bubble that made it.
@@ -75,6 +79,9 @@ func New(ctx context.Context, t Transport, opts ...Option) (*Bridge, error) {
 		replyTo: []byte(cfg.replyTopic),
 		idle:    make(chan struct{}),
 	}
+	b.watches.m = make(map[context.Context]*ctxWatch)
+	b.timeouts.timer = time.AfterFunc(time.Hour, b.timeouts.fire)
+	b.timeouts.timer.Stop()
 	b.async, _ = t.(AsyncPublisher)
 	if cfg.failFast {
 		b.checker, _ = t.(ResponderChecker)
@@ -125,16 +132,28 @@ func (b *Bridge) release() {
 }
 
 // outgoing returns the message to publish for msg: a copy with the
-// correlation ID, reply address and deadline added to a new header slice,
-// kept in c. The caller's message and its header slice are left untouched.
+// correlation ID, reply address and deadline added to a new header slice.
+// The caller's message and its header slice are left untouched. The
+// headers and their values take one allocation, sized for them: the
+// transport, and a responder in the same process, may keep them.
 func (b *Bridge) outgoing(c *Call, msg *Message) Message {
 	h := &b.cfg.headers
 	var hdrs []Header
-	buf := c.buf.buf[:0]
-	if n := len(msg.Headers) + 4; n <= len(c.buf.hdrs) {
-		hdrs = c.buf.hdrs[:0]
-	} else {
-		hdrs = make([]Header, 0, n)
+	var buf []byte
+	n := len(msg.Headers) + 3
+	if c.g != nil {
+		n++
+	}
+	switch {
+	case len(b.cfg.replyParts) == 0 && n <= 3: // the common case
+		x := new(outgoing3)
+		hdrs, buf = x.hdrs[:0], x.buf[:0]
+	case n <= 4:
+		x := new(outgoing4)
+		hdrs, buf = x.hdrs[:0], x.buf[:0]
+	default:
+		x := new(outgoing4)
+		hdrs, buf = make([]Header, 0, n+1), x.buf[:0]
 	}
 	for _, x := range msg.Headers {
 		if !h.reserved(x.Key) { // ours are set below, once
@@ -142,7 +161,7 @@ func (b *Bridge) outgoing(c *Call, msg *Message) Message {
 		}
 	}
 	buf = b.ids.appendID(buf, c.seq)
-	buf = appendDeadline(buf, c.deadline)
+	buf = b.dl.append(buf, c.deadline)
 	hdrs = append(hdrs,
 		Header{Key: h.CorrelationID, Value: buf[:idLen:idLen]},
 		Header{Key: h.ReplyTopic, Value: b.replyTo},
@@ -159,14 +178,66 @@ func (b *Bridge) outgoing(c *Call, msg *Message) Message {
 	return out
 }
 
-// outgoingBytes is room for the values of a request's headers: correlation
-// ID, deadline and reply partition (10 bytes in decimal, see Dialect).
-const outgoingBytes = idLen + 20 + 10
+// deadlineCache remembers the text of the last deadline header made:
+// requests made with the same context, or with the same timeout within a
+// millisecond, carry the same deadline, and copying it costs less than
+// formatting it. It is a sequence lock of atomic words: a reader takes the
+// text only if no writer changed it meanwhile, and a writer that finds
+// another writing leaves the cache alone.
+type deadlineCache struct {
+	ver  atomic.Uint64 // odd while a writer updates the fields below
+	ms   atomic.Int64
+	n    atomic.Uint32
+	text [3]atomic.Uint64 // the digits, little-endian
+}
 
-// outgoingBuf is the memory of a request's headers.
-type outgoingBuf struct {
+// append appends the deadline header's value for ns (Unix nanoseconds)
+// to dst.
+func (c *deadlineCache) append(dst []byte, ns int64) []byte {
+	ms := ns / 1e6
+	if ns%1e6 < 0 { // before 1970: round down, as time.Time.UnixMilli does
+		ms--
+	}
+	v := c.ver.Load()
+	if v&1 == 0 && v != 0 && c.ms.Load() == ms {
+		n := c.n.Load()
+		w0, w1, w2 := c.text[0].Load(), c.text[1].Load(), c.text[2].Load()
+		if c.ver.Load() == v {
+			var b [24]byte
+			binary.LittleEndian.PutUint64(b[0:], w0)
+			binary.LittleEndian.PutUint64(b[8:], w1)
+			binary.LittleEndian.PutUint64(b[16:], w2)
+			return append(dst, b[:n]...)
+		}
+	}
+	start := len(dst)
+	dst = appendDeadline(dst, time.UnixMilli(ms)) // wire.go
+	if v&1 == 0 && c.ver.CompareAndSwap(v, v+1) {
+		var b [24]byte
+		n := copy(b[:], dst[start:]) // at most 20 bytes: an int64
+		c.ms.Store(ms)
+		c.n.Store(uint32(n))
+		c.text[0].Store(binary.LittleEndian.Uint64(b[0:]))
+		c.text[1].Store(binary.LittleEndian.Uint64(b[8:]))
+		c.text[2].Store(binary.LittleEndian.Uint64(b[16:]))
+		c.ver.Store(v + 2)
+	}
+	return dst
+}
+
+// outgoing3 is the memory of a request's headers, in the common case: the
+// correlation ID, the reply topic and the deadline (an int64 in decimal),
+// 176 bytes.
+type outgoing3 struct {
+	hdrs [3]Header
+	buf  [idLen + 20]byte
+}
+
+// outgoing4 has room for one more header: the caller's own, a Gather's, or
+// the reply partition (10 bytes in decimal, see Dialect).
+type outgoing4 struct {
 	hdrs [4]Header
-	buf  [outgoingBytes]byte
+	buf  [idLen + 20 + 10]byte
 }
 
 // Request publishes msg to msg.Topic and waits for its reply. It is Go
@@ -190,7 +261,6 @@ type outgoingBuf struct {
 func (b *Bridge) Request(ctx context.Context, msg Message) (*Message, error) {
 	c := b.calls.Get().(*Call)
 	c.b, c.topic, c.parent = b, msg.Topic, ctx
-	c.buf = new(outgoingBuf)
 	b.start(c, &msg, false)
 	// Wait as Go's watchers would: ctx, or the default timeout.
 	select {
@@ -200,7 +270,7 @@ func (b *Bridge) Request(ctx context.Context, msg Message) (*Message, error) {
 		var expiry <-chan time.Time
 		if _, ok := ctx.Deadline(); !ok {
 			timer = b.timers.Get().(*time.Timer)
-			timer.Reset(time.Until(c.deadline))
+			timer.Reset(c.untilDeadline())
 			expiry = timer.C
 		}
 		select {
@@ -321,6 +391,7 @@ func (b *Bridge) drop(reason DropReason, msg Message) {
 func (b *Bridge) Close() error {
 	b.closeOnce.Do(func() {
 		b.stopping.Store(true)
+		b.timeouts.timer.Stop() // the Calls it would expire end here
 		for _, c := range b.reg.close() {
 			c.end(nil, ErrClosed, outClosed)
 		}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -16,15 +17,16 @@ import (
 //
 // A caller may stop waiting for a Call and keep it, to look at it later:
 // this is how a server answers 202 Accepted when a reply is slow, and serves
-// the outcome when the client polls. A Call waiting for its reply costs a
-// few hundred bytes and no goroutine.
+// the outcome when the client polls. A Call waiting for its reply costs no
+// goroutine, and under 256 bytes when Calls share their context or their
+// contexts have no deadline (TestInFlightMemory); a context of its own adds
+// the AfterFunc that watches it.
 type Call struct {
 	b        *Bridge
-	seq      uint64 // 0 when the Call ended before it was given one
+	seq      uint64 // 0 when the Call ended before acquire admitted it and gave it one
 	topic    string
 	parent   context.Context // the caller's context
-	deadline time.Time       // the parent's, or the default timeout's
-	acquired bool            // admitted by acquire: end releases the slot
+	deadline int64           // Unix nanoseconds: the parent's deadline, or the default timeout's
 
 	// Set before the Call is shared, read-only after.
 	ch chan struct{} // Request's wake-up, capacity 1; nil for Go
@@ -38,16 +40,14 @@ type Call struct {
 	done       chan struct{}
 	reply      *Message
 	err        error
-	stop       func() bool  // stops the context.AfterFunc watching parent
-	timer      *time.Timer  // the default timeout, when parent has no deadline
+	stop       func() bool // stops the context.AfterFunc watching parent, if it has one of its own
+	w          *ctxWatch   // watches parent with other Calls on it, if it has no AfterFunc of its own
+	tprev      *Call       // links in the Bridge's timeouts, when parent has no deadline
+	tnext      *Call
 	x          *callExtra   // what few Calls need; nil until one does
 	hi         *RequestInfo // for request hooks; nil without them
 	g          *gathering   // for Gather: many replies; nil otherwise
 
-	// buf holds the request's headers until it is handed to the
-	// transport; then the Call lets go of it, so that a Call waiting for
-	// its reply keeps only what it needs.
-	buf *outgoingBuf
 }
 
 // callExtra holds the state of a Call that only some Calls need: those
@@ -117,8 +117,8 @@ func (b *Bridge) start(c *Call, msg *Message, watch bool) {
 		c.end(nil, err, o)
 		return
 	}
-	c.acquired = true
-	c.seq = b.seq.Add(1)
+	c.seq = b.seq.Add(1) // admitted: end releases the slot
+
 	if hi := c.hi; hi != nil {
 		hi.ID = string(b.ids.appendID(nil, c.seq))
 	}
@@ -126,13 +126,10 @@ func (b *Bridge) start(c *Call, msg *Message, watch bool) {
 		c.end(nil, b.publishError(c, err), outcomeOf(err))
 		return
 	}
-	deadline, hasDeadline := c.parent.Deadline()
-	if !hasDeadline {
-		deadline = time.Now().Add(b.cfg.defaultTimeout)
-	}
-	c.deadline = deadline
-	if c.buf == nil {
-		c.buf = new(outgoingBuf)
+	if d, ok := c.parent.Deadline(); ok {
+		c.deadline = d.UnixNano()
+	} else {
+		c.deadline = addSat(time.Now().UnixNano(), b.cfg.defaultTimeout)
 	}
 	out := b.outgoing(c, msg)
 	if hi := c.hi; hi != nil {
@@ -152,7 +149,6 @@ func (b *Bridge) start(c *Call, msg *Message, watch bool) {
 	if watch {
 		c.watch()
 	}
-	c.buf = nil // out holds it while the transport needs it
 	// The transport watches the Call itself as its context: it ends when
 	// the Call expires (its context, its deadline, Cancel) or ends (Close),
 	// so that nothing stays queued or retried for a Call that is over.
@@ -177,33 +173,53 @@ func (c *Call) watch() {
 	c.mu.Unlock()
 	// Outside the lock: either may run its function at once.
 	var stop func() bool
-	var timer *time.Timer
+	var w *ctxWatch
 	if c.parent.Done() != nil {
-		stop = context.AfterFunc(c.parent, c.expireCtx)
+		if w = c.b.watches.add(c); w == nil {
+			stop = context.AfterFunc(c.parent, c.expireCtx)
+		}
 	}
-	if _, ok := c.parent.Deadline(); !ok {
-		timer = time.AfterFunc(time.Until(c.deadline), c.expireTimer)
+	_, hasDeadline := c.parent.Deadline()
+	if !hasDeadline {
+		c.b.timeouts.add(c)
 	}
 	c.mu.Lock()
-	c.stop, c.timer = stop, timer
+	c.stop, c.w = stop, w
 	ended := c.ending
 	c.mu.Unlock()
 	if ended { // ended meanwhile: end could not stop them
-		c.stopWatching(stop, timer)
+		c.stopWatching(stop, w, !hasDeadline)
 	}
 }
 
-func (c *Call) stopWatching(stop func() bool, timer *time.Timer) {
+// stopWatching undoes what watch did: stop and w are its watchers of the
+// context, and timed says that it added c to the Bridge's timeouts.
+func (c *Call) stopWatching(stop func() bool, w *ctxWatch, timed bool) {
 	if stop != nil {
 		stop()
 	}
-	if timer != nil {
-		timer.Stop()
+	if w != nil {
+		c.b.watches.remove(w, c)
+	}
+	if timed {
+		c.b.timeouts.remove(c)
 	}
 }
 
-func (c *Call) expireCtx()   { c.expire(c.parent.Err()) }
-func (c *Call) expireTimer() { c.expire(context.DeadlineExceeded) }
+// untilDeadline returns the time left until the Call's deadline.
+func (c *Call) untilDeadline() time.Duration {
+	return time.Duration(c.deadline - time.Now().UnixNano())
+}
+
+// addSat returns ns + d, or the largest int64 if that overflows.
+func addSat(ns int64, d time.Duration) int64 {
+	if s := ns + int64(d); s >= ns || d < 0 {
+		return s
+	}
+	return math.MaxInt64
+}
+
+func (c *Call) expireCtx() { c.expire(c.parent.Err()) }
 
 // expire ends the Call because of cause (the context's error). While the
 // transport still holds the request, the Call waits for its verdict, which
@@ -301,21 +317,26 @@ func (c *Call) end(reply *Message, err error, o outcome) {
 	// The slot is released before the end shows, so that a caller woken
 	// by the Call can start its next request within MaxInFlight at once,
 	// and Stats never shows an ended Call in flight.
-	if c.acquired {
+	if c.seq != 0 { // admitted by acquire
 		b.release()
 	}
 	c.mu.Lock()
 	c.ending = true // no new watchers; those started meanwhile are stopped here
 	c.reply, c.err, c.ended = reply, err, true
-	if c.done != nil {
-		close(c.done)
-	}
-	stop, timer := c.stop, c.timer
+	done := c.done // closed below: Done made it, and will not again
+	stop, w, watching := c.stop, c.w, c.watching
 	transportWatches := c.x != nil && (c.x.ctxDone != nil || len(c.x.afters) > 0)
 	c.mu.Unlock()
-	c.stopWatching(stop, timer)
+	// What watched the Call lets go of it before its waiters wake.
+	if watching {
+		_, hasDeadline := c.parent.Deadline()
+		c.stopWatching(stop, w, !hasDeadline)
+	}
 	if transportWatches {
 		c.cancelCtx(context.Canceled) // the Call is over: let the transport go
+	}
+	if done != nil {
+		close(done)
 	}
 	if c.ch != nil {
 		c.ch <- struct{}{}
@@ -390,7 +411,7 @@ type afterFunc struct {
 	stopped bool // protected by the Call's mu
 }
 
-func (x *callCtx) Deadline() (time.Time, bool) { return x.deadline, true }
+func (x *callCtx) Deadline() (time.Time, bool) { return time.Unix(0, x.deadline), true }
 
 func (x *callCtx) Value(key any) any { return x.parent.Value(key) }
 

@@ -158,9 +158,9 @@ func (b *Bridge) Gather(ctx context.Context, msg Message, opts GatherOptions) (*
 	b.start(c, &msg, false)
 	var expiry, quiet <-chan time.Time
 	var deadline, gap *time.Timer
-	if _, ok := ctx.Deadline(); !ok && !c.deadline.IsZero() {
+	if _, ok := ctx.Deadline(); !ok && c.deadline != 0 {
 		deadline = b.timers.Get().(*time.Timer)
-		deadline.Reset(time.Until(c.deadline))
+		deadline.Reset(c.untilDeadline())
 		expiry = deadline.C
 	}
 	done := ctx.Done()

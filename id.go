@@ -1,6 +1,7 @@
 package syncbridge
 
 import (
+	"encoding/binary"
 	"encoding/hex"
 
 	"github.com/google/uuid"
@@ -35,21 +36,40 @@ func newIDGen() idGen {
 
 // appendID appends the ID of seq to dst.
 func (g *idGen) appendID(dst []byte, seq uint64) []byte {
-	const digits = "0123456789abcdef"
 	dst = append(dst, g.prefix[:]...)
-	var b [17]byte
-	j := len(b) - 1
-	for i := 0; i < 16; i++ {
-		if j == 4 {
-			b[j] = '-'
-			j--
-		}
-		b[j] = digits[seq&0xf]
-		seq >>= 4
-		j--
-	}
+	hi, lo := hex8(uint32(seq>>32)), hex8(uint32(seq))
+	var b [idLen - idPrefixLen]byte // "ssss-ssssssssssss"
+	binary.BigEndian.PutUint32(b[0:4], uint32(hi>>32))
+	b[4] = '-'
+	binary.BigEndian.PutUint32(b[5:9], uint32(hi))
+	binary.BigEndian.PutUint64(b[9:17], lo)
 	return append(dst, b[:]...)
 }
+
+// hex8 returns the 8 lowercase hex digits of x as the bytes of a uint64,
+// the first digit in the most significant byte: a few arithmetic
+// operations instead of a loop over the digits.
+func hex8(x uint32) uint64 {
+	// Spread the nibbles of x, one per byte.
+	v := uint64(x)
+	v = (v | v<<16) & 0x0000ffff0000ffff
+	v = (v | v<<8) & 0x00ff00ff00ff00ff
+	v = (v | v<<4) & 0x0f0f0f0f0f0f0f0f
+	// 1 in each byte whose nibble is 10 or more (nibble+6 carries into bit 4).
+	letters := (v + 0x0606060606060606) >> 4 & 0x0101010101010101
+	return v + 0x3030303030303030 + letters*('a'-'0'-10)
+}
+
+// unhex maps a lowercase hex digit to its value, and any other byte to 0xff.
+var unhex = func() (t [256]byte) {
+	for i := range t {
+		t[i] = 0xff
+	}
+	for i, c := range []byte("0123456789abcdef") {
+		t[c] = byte(i)
+	}
+	return t
+}()
 
 // own reports whether id was made by this generator's Bridge.
 func (g *idGen) own(id []byte) bool {
@@ -62,21 +82,16 @@ func (g *idGen) parse(id []byte) (uint64, bool) {
 		return 0, false
 	}
 	var seq uint64
-	for i := idPrefixLen; i < idLen; i++ {
-		c := id[i]
-		if i == idPrefixLen+4 {
-			continue
-		}
-		var v byte
-		switch {
-		case '0' <= c && c <= '9':
-			v = c - '0'
-		case 'a' <= c && c <= 'f':
-			v = c - 'a' + 10
-		default:
-			return 0, false
-		}
-		seq = seq<<4 | uint64(v)
+	var bad byte // any digit's 0xff shows here
+	for _, c := range id[idPrefixLen : idPrefixLen+4] {
+		v := unhex[c]
+		bad |= v
+		seq = seq<<4 | uint64(v&0xf)
 	}
-	return seq, true
+	for _, c := range id[idPrefixLen+5 : idLen] {
+		v := unhex[c]
+		bad |= v
+		seq = seq<<4 | uint64(v&0xf)
+	}
+	return seq, bad <= 0xf
 }

@@ -46,8 +46,8 @@ type group struct {
 	t      *Transport
 	tp     *topic
 	name   string
-	parts  []chan syncbridge.Message // one queue per partition worker, for keyed and partitioned messages
-	exited []chan struct{}           // closed when each worker returns
+	parts  []partQueue     // one queue per partition worker, for keyed and partitioned messages
+	exited []chan struct{} // closed when each worker returns
 
 	keyless chan syncbridge.Message // keyless messages, taken by any worker
 	wake    chan struct{}           // a token wakes one parked worker; capacity len(parts)
@@ -65,6 +65,36 @@ type group struct {
 	mu      sync.Mutex                // protects changes to members, and changed
 	members atomic.Pointer[[]*member] // read without mu
 	changed chan struct{}             // closed and replaced when members change
+}
+
+// partQueue is a partition worker's queue, made when the first message for
+// the partition comes: a group that only sees keyless messages (a
+// Responder's, serving Bridge requests) keeps no queues it never uses.
+// A queue holds QueueSize messages, about 128 KB that the garbage
+// collector scans in every cycle.
+type partQueue struct {
+	q    atomic.Pointer[chan syncbridge.Message]
+	made chan struct{} // a token once q is made, capacity 1: wakes the parked worker
+}
+
+// queue returns partition p's queue, making it on first use.
+func (g *group) queue(p int32) chan syncbridge.Message {
+	pq := &g.parts[p]
+	if q := pq.q.Load(); q != nil {
+		return *q
+	}
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if q := pq.q.Load(); q != nil {
+		return *q
+	}
+	q := make(chan syncbridge.Message, g.t.QueueSize)
+	pq.q.Store(&q)
+	select {
+	case pq.made <- struct{}{}:
+	default:
+	}
+	return q
 }
 
 // takenCtr is a worker's count of the keyless messages it took, alone on
@@ -92,9 +122,7 @@ type member struct {
 	cancel context.CancelFunc
 	once   sync.Once
 
-	mu     sync.Mutex     // protects closed and active.Add
-	closed bool           // no new handler calls
-	active sync.WaitGroup // handler calls in progress
+	active gate // handler calls in progress; closed: no new ones
 }
 
 // join adds a member to the named group of tp, creating the group (and its
@@ -116,7 +144,7 @@ func (t *Transport) join(tp *topic, name string, h syncbridge.Handler, concurren
 		}
 		g.members.Store(new([]*member))
 		for range t.Partitions {
-			g.parts = append(g.parts, make(chan syncbridge.Message, t.QueueSize))
+			g.parts = append(g.parts, partQueue{made: make(chan struct{}, 1)})
 			g.exited = append(g.exited, make(chan struct{}))
 		}
 		g.active.Store(int32(t.Partitions)) // the workers start active
@@ -140,7 +168,7 @@ func (t *Transport) join(tp *topic, name string, h syncbridge.Handler, concurren
 	tp.mu.Unlock()
 
 	ctx, cancel := context.WithCancel(context.Background())
-	m := &member{g: g, h: h, ctx: ctx, cancel: cancel}
+	m := &member{g: g, h: h, ctx: ctx, cancel: cancel, active: newGate()}
 	if concurrent {
 		m.sem = make(chan struct{}, maxConcurrent)
 	}
@@ -162,13 +190,19 @@ func (t *Transport) join(tp *topic, name string, h syncbridge.Handler, concurren
 // has no topic, which Publish never queues.
 func (g *group) run(p int) {
 	defer close(g.exited[p])
-	q := g.parts[p]
+	pq := &g.parts[p]
+	var q chan syncbridge.Message // nil until made: never ready
 	yielded := false
 	for {
 		var (
 			msg     syncbridge.Message
 			keyless bool
 		)
+		if q == nil {
+			if x := pq.q.Load(); x != nil {
+				q = *x
+			}
+		}
 		select {
 		case msg = <-q:
 		default:
@@ -184,7 +218,7 @@ func (g *group) run(p int) {
 					continue
 				}
 				var ok bool
-				if msg, keyless, ok = g.park(q); !ok {
+				if msg, keyless, ok = g.park(q, pq.made); !ok {
 					yielded = false // woken to look at the keyless queue
 					continue
 				}
@@ -211,9 +245,13 @@ func (g *group) run(p int) {
 }
 
 // park waits for a message on partition p's queue q or for a wake token,
-// after a last look at the keyless queue. It reports false when woken by a
-// token: the waker counted the worker active again.
-func (g *group) park(q chan syncbridge.Message) (msg syncbridge.Message, keyless, ok bool) {
+// after a last look at the keyless queue; while q is nil (not made yet),
+// for made, the token that says it was. It reports false when woken by a
+// token, counted active again.
+func (g *group) park(q chan syncbridge.Message, made chan struct{}) (msg syncbridge.Message, keyless, ok bool) {
+	if q != nil {
+		made = nil
+	}
 	g.active.Add(-1)
 	// A publisher queues, then reads active; this worker decrements active,
 	// then looks: one of the two sees the other.
@@ -227,7 +265,10 @@ func (g *group) park(q chan syncbridge.Message) (msg syncbridge.Message, keyless
 	case msg = <-q:
 		g.active.Add(1)
 		return msg, false, true
-	case <-g.wake:
+	case <-g.wake: // the waker counted this worker active
+		return msg, false, false
+	case <-made:
+		g.active.Add(1)
 		return msg, false, false
 	}
 }
@@ -332,9 +373,7 @@ func (g *group) handOver(p int, msg syncbridge.Message) bool {
 			return false
 		}
 		m := ms[p%len(ms)]
-		m.mu.Lock()
-		if m.closed {
-			m.mu.Unlock()
+		if !m.active.enter() {
 			// Leaving: it is being removed from members. Look again.
 			g.mu.Lock()
 			changed := g.changed
@@ -345,20 +384,18 @@ func (g *group) handOver(p int, msg syncbridge.Message) bool {
 			}
 			continue
 		}
-		m.active.Add(1)
-		m.mu.Unlock()
 		if m.sem != nil {
 			// Concurrent: the call runs on its own, and the worker goes
 			// on to the next message, even of the same key.
 			m.sem <- struct{}{}
 			go func() {
-				defer func() { <-m.sem; m.active.Done() }()
+				defer func() { <-m.sem; m.active.leave() }()
 				m.h(m.ctx, msg)
 			}()
 			return true
 		}
 		m.h(m.ctx, msg)
-		m.active.Done()
+		m.active.leave()
 		return true
 	}
 }
@@ -368,9 +405,7 @@ func (g *group) handOver(p int, msg syncbridge.Message) bool {
 // yet handed over stay queued for them.
 func (m *member) Close() error {
 	m.once.Do(func() {
-		m.mu.Lock()
-		m.closed = true
-		m.mu.Unlock()
+		m.active.close()
 		g := m.g
 		g.mu.Lock()
 		ms := slices.DeleteFunc(slices.Clone(*g.members.Load()), func(x *member) bool { return x == m })
@@ -380,16 +415,16 @@ func (m *member) Close() error {
 		g.mu.Unlock()
 		m.cancel()
 	})
-	m.active.Wait()
+	m.active.wait()
 	return nil
 }
 
 // stop makes every worker of g return, once the transport is closed.
 func (g *group) stop() {
 	g.watchdog.Stop()
-	for p, q := range g.parts {
+	for p := range g.parts {
 		select {
-		case q <- syncbridge.Message{}:
+		case g.queue(int32(p)) <- syncbridge.Message{}:
 		case <-g.exited[p]: // returned by itself (see run)
 		}
 	}

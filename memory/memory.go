@@ -28,6 +28,7 @@ import (
 	"errors"
 	"fmt"
 	"hash/fnv"
+	"maps"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -58,8 +59,9 @@ type Transport struct {
 	// handles at once, but for Concurrent members.
 	Partitions int
 	// QueueSize is the capacity of each subscription's queue, and of each
-	// consumer group's queues: one per partition, and one for keyless
-	// messages. Zero means DefaultQueueSize.
+	// consumer group's queues: one per partition (made when the first
+	// message for it comes), and one for keyless messages. Zero means
+	// DefaultQueueSize.
 	QueueSize int
 
 	once   sync.Once
@@ -68,7 +70,12 @@ type Transport struct {
 
 	mu     sync.Mutex // protects topics, closed, held and wg.Add
 	topics map[string]*topic
-	byName sync.Map // topic name to *topic: topics, readable without mu
+	// byName is a copy of topics, replaced (never changed), so that
+	// Publish finds a topic without a lock: a plain map behind an atomic
+	// load costs less than a sync.Map lookup. It is copied again when
+	// topics has doubled since; the topics made meanwhile are in more.
+	byName atomic.Pointer[map[string]*topic]
+	more   sync.Map // topic name to *topic: those not in byName yet
 	closed bool
 	held   []held
 	wg     sync.WaitGroup // every goroutine of the transport
@@ -103,12 +110,25 @@ type topic struct {
 	groups atomic.Pointer[[]*group] // read without mu
 }
 
+// lookup returns the topic named name, or nil if there is none yet.
+func (t *Transport) lookup(name string) *topic {
+	if m := t.byName.Load(); m != nil {
+		if tp := (*m)[name]; tp != nil {
+			return tp
+		}
+	}
+	if tp, ok := t.more.Load(name); ok {
+		return tp.(*topic)
+	}
+	return nil
+}
+
 func (t *Transport) topic(name string) (*topic, error) {
 	if t.isClosed() {
 		return nil, ErrClosed
 	}
-	if tp, ok := t.byName.Load(name); ok { // the common case, without a lock
-		return tp.(*topic), nil
+	if tp := t.lookup(name); tp != nil { // the common case, without a lock
+		return tp, nil
 	}
 	t.mu.Lock()
 	defer t.mu.Unlock()
@@ -121,7 +141,12 @@ func (t *Transport) topic(name string) (*topic, error) {
 		tp.subs.Store(new([]*bsub))
 		tp.groups.Store(new([]*group))
 		t.topics[name] = tp
-		t.byName.Store(name, tp)
+		if m := t.byName.Load(); m == nil || len(t.topics) <= 64 || len(t.topics) >= 2*len(*m) {
+			m := maps.Clone(t.topics)
+			t.byName.Store(&m)
+		} else {
+			t.more.Store(name, tp)
+		}
 	}
 	return tp, nil
 }
@@ -236,9 +261,9 @@ func (t *Transport) deliver(ctx context.Context, tp *topic, msg syncbridge.Messa
 		}
 	}
 	for _, g := range *tp.groups.Load() {
-		q := g.parts[msg.Partition]
-		if keyless {
-			q = g.keyless
+		q := g.keyless
+		if !keyless {
+			q = g.queue(msg.Partition)
 		}
 		select {
 		case q <- msg:
@@ -262,11 +287,11 @@ func (t *Transport) deliver(ctx context.Context, tp *topic, msg syncbridge.Messa
 // HasResponders reports whether a consumer group of topic has a member:
 // the memory transport always knows (syncbridge.ResponderChecker).
 func (t *Transport) HasResponders(name string) (has, known bool) {
-	v, ok := t.byName.Load(name)
-	if !ok {
+	tp := t.lookup(name)
+	if tp == nil {
 		return false, true
 	}
-	for _, g := range *v.(*topic).groups.Load() {
+	for _, g := range *tp.groups.Load() {
 		if len(*g.members.Load()) > 0 {
 			return true, true
 		}
@@ -297,7 +322,7 @@ func (t *Transport) Subscribe(ctx context.Context, cfg syncbridge.SubscribeConfi
 		return t.join(tp, cfg.Group, h, cfg.Concurrent)
 	}
 	sctx, cancel := context.WithCancel(context.Background())
-	s := &bsub{t: t, tp: tp, h: h, ctx: sctx, cancel: cancel, done: make(chan struct{}), exited: make(chan struct{})}
+	s := &bsub{active: newGate(), t: t, tp: tp, h: h, ctx: sctx, cancel: cancel, done: make(chan struct{}), exited: make(chan struct{})}
 	if cfg.Partitions != nil {
 		s.parts = slices.Clone(cfg.Partitions)
 	}
@@ -351,9 +376,7 @@ func (t *Transport) start(f func()) bool {
 // handler, or, for a concurrent subscription, nothing but the handler,
 // which Publish calls.
 type bsub struct {
-	mu     sync.Mutex // protects closed and active.Add
-	closed bool
-	active sync.WaitGroup // inline handler calls in progress
+	active gate // inline handler calls in progress; closed by Close
 	t      *Transport
 	tp     *topic
 	h      syncbridge.Handler
@@ -370,14 +393,10 @@ type bsub struct {
 // No lock is held during the call: a handler may publish to its own
 // topic, and so call itself, while Close waits.
 func (s *bsub) inline(msg syncbridge.Message) {
-	s.mu.Lock()
-	if s.closed {
-		s.mu.Unlock()
+	if !s.active.enter() {
 		return
 	}
-	s.active.Add(1)
-	s.mu.Unlock()
-	defer s.active.Done()
+	defer s.active.leave()
 	s.h(s.ctx, msg)
 }
 
@@ -404,11 +423,9 @@ func (s *bsub) Close() error {
 		s.tp.mu.Unlock()
 		s.cancel()
 		close(s.done)
-		s.mu.Lock()
-		s.closed = true
-		s.mu.Unlock()
+		s.active.close()
 	})
-	s.active.Wait() // inline calls in progress
+	s.active.wait() // inline calls in progress
 	<-s.exited
 	return nil
 }

@@ -106,3 +106,44 @@ func TestErrorsSayNotSent(t *testing.T) {
 		}
 	}
 }
+
+// TestManyTopics: with hundreds of topics, each made while others are in
+// use, every message reaches its own topic's subscriptions and
+// HasResponders knows every group (the topic lookup's snapshot and what is
+// not in it yet).
+func TestManyTopics(t *testing.T) {
+	const n = 300
+	tr := &memory.Transport{Partitions: 2}
+	defer tr.Close()
+	got := make([]chan string, n)
+	for i := range n {
+		got[i] = make(chan string, 2)
+		name := fmt.Sprintf("t%d", i)
+		for _, group := range []string{"", "g"} {
+			sub, err := tr.Subscribe(context.Background(), syncbridge.SubscribeConfig{Topic: name, Group: group}, func(_ context.Context, m syncbridge.Message) {
+				got[i] <- m.Topic + "/" + string(m.Value)
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer sub.Close()
+		}
+		if err := tr.Publish(context.Background(), syncbridge.Message{Topic: name, Value: []byte(name)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for i := range n {
+		name := fmt.Sprintf("t%d", i)
+		for range 2 {
+			if m := <-got[i]; m != name+"/"+name {
+				t.Errorf("topic %s got %q", name, m)
+			}
+		}
+		if has, known := tr.HasResponders(name); !has || !known {
+			t.Errorf("HasResponders(%q) = %v, %v", name, has, known)
+		}
+	}
+	if has, known := tr.HasResponders("none"); has || !known {
+		t.Errorf("HasResponders(none) = %v, %v", has, known)
+	}
+}
