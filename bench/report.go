@@ -169,8 +169,8 @@ func (res *results) targets() []target {
 				v = append(v, r.heapPerGo)
 			}
 			st := summarize(v)
-			ts = append(ts, target{area: "scale", what: fmt.Sprintf("heap bytes per in-flight request at %s in flight (Bridge.Go), ÷ 512 B", group(fmt.Sprint(big))), goal: "≤ 1× (512 B)",
-				r: ratio{med: st.med / 512, lo: st.lo / 512, hi: st.hi / 512}, ok: st.med <= 512, note: fmt.Sprintf("%.0f B", st.med)})
+			ts = append(ts, target{area: "scale", what: fmt.Sprintf("heap bytes per in-flight request at %s in flight (Bridge.Go), ÷ 256 B", group(fmt.Sprint(big))), goal: "≤ 1× (256 B)",
+				r: ratio{med: st.med / 256, lo: st.lo / 256, hi: st.hi / 256}, ok: st.med <= 256, note: fmt.Sprintf("%.0f B", st.med)})
 		}
 		if len(res.scale[big]) > 0 && len(res.scale[small]) > 0 {
 			var per []float64
