@@ -73,7 +73,14 @@ func NewResponder(ctx context.Context, t Transport, topic string, h ReplyHandler
 		return nil, errors.New("syncbridge: NewResponder: empty group")
 	}
 	r := &Responder{t: t, cfg: cfg, hooks: hs, h: h, groupName: []byte(cfg.group), waiting: make(map[*deadlineCtx]struct{}), closed: make(chan struct{})}
-	sub, err := t.Subscribe(ctx, SubscribeConfig{Topic: topic, Group: cfg.group, Concurrent: cfg.concurrent}, r.serve)
+	scfg := SubscribeConfig{Topic: topic, Group: cfg.group, Concurrent: cfg.concurrent}
+	var sub Subscription
+	_, async := t.(AsyncPublisher)
+	if as, ok := t.(AckSubscriber); ok && async {
+		sub, err = as.SubscribeAck(ctx, scfg, r.serveAck)
+	} else {
+		sub, err = t.Subscribe(ctx, scfg, r.serve)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("syncbridge: subscribe to request topic %q: %w", topic, err)
 	}
@@ -82,24 +89,60 @@ func NewResponder(ctx context.Context, t Transport, topic string, h ReplyHandler
 }
 
 // inbound holds what the Responder needs for one request, in one
-// allocation: the request, its handler's context, and room for the reply's
-// headers.
+// allocation: the request, its handler's context, the reply's context, and
+// room for the reply's headers.
 type inbound struct {
-	req  Message
-	ctx  deadlineCtx
-	hdrs [1]Header // the correlation ID of a plain reply
+	req   Message
+	ctx   deadlineCtx // the handler's
+	rctx  replyCtx    // the reply's publish: the deadline only
+	hdrs  [1]Header   // the correlation ID of a plain reply
+	r     *Responder
+	hi    *HandleInfo // with hooks; else nil
+	id    []byte      // the correlation ID, for the log
+	to    string      // the reply topic, for the log
+	ack   func()      // the transport's ack (SubscribeAck), or nil
+	reply *Message    // the reply, with hooks (hi.Reply once published)
 }
 
-// serve handles one request: the transport's Handler. It returns once the
-// reply is published (or could not be), so that an at-least-once transport
-// commits the request only after its reply is out.
+// serve handles one request: the transport's Handler, when the transport
+// cannot publish without waiting or cannot take acks. It returns once the
+// reply is published (or could not be), so that an at-least-once
+// transport commits the request only after its reply is out.
 func (r *Responder) serve(_ context.Context, msg Message) {
-	in := &inbound{req: msg}
+	in, out, ok := r.handle(msg)
+	if !ok {
+		return
+	}
+	in.published(r.t.Publish(&in.rctx, out))
+}
+
+// serveAck handles one request as serve does, but hands the reply to the
+// transport without waiting for its acknowledgement: the transport's
+// AckHandler, when it is an AsyncPublisher and an AckSubscriber. The
+// request is acked once its reply is acknowledged (or could not be
+// published), so the transport commits it only then, as with serve, while
+// it goes on to the next request meanwhile.
+func (r *Responder) serveAck(_ context.Context, msg Message, ack func()) {
+	in, out, ok := r.handle(msg)
+	if !ok {
+		ack()
+		return
+	}
+	in.ack = ack
+	r.t.(AsyncPublisher).PublishAsync(&in.rctx, out, in.published)
+}
+
+// handle runs the handler for one request and returns the reply to
+// publish, with in to call published on once it is; ok false when the
+// request was skipped or the reply is not to be published (its deadline
+// passed): that is done with.
+func (r *Responder) handle(msg Message) (in *inbound, out Message, ok bool) {
+	in = &inbound{req: msg, r: r}
 	req := &in.req
 	ri, err := parseRequest(req, &r.cfg.headers, &r.replyTo)
 	if err != nil {
 		r.skip(SkipMalformed, req, err)
-		return
+		return nil, out, false
 	}
 	now := time.Now()
 	deadline := ri.deadline
@@ -108,16 +151,16 @@ func (r *Responder) serve(_ context.Context, msg Message) {
 		deadline = now.Add(r.cfg.defaultTimeout)
 	case !now.Before(deadline):
 		r.skip(SkipExpired, req, fmt.Errorf("syncbridge: deadline %v passed", deadline))
-		return
+		return nil, out, false
 	case deadline.UnixNano()-now.UnixNano() > int64(r.cfg.maxTimeout): // no Sub: cheaper
 		deadline = now.Add(r.cfg.maxTimeout)
 	}
 	in.ctx.deadline = deadline.UnixNano()
 	in.ctx.r = r
+	in.rctx.deadline = in.ctx.deadline
+	in.id, in.to = ri.id, ri.replyTo
 	ctx := &in.ctx
 	r.stats.inProgress.Add(1)
-	defer r.stats.inProgress.Add(-1)
-	defer ctx.release()
 	var hctx context.Context = ctx
 	var hi *HandleInfo
 	if r.hooks.handling() {
@@ -129,14 +172,14 @@ func (r *Responder) serve(_ context.Context, msg Message) {
 			h.OnHandleStart(hi)
 		}
 		hctx = hi.Context
-		defer r.handleEnd(hi)
+		in.hi = hi
 	}
 	reply, err, panicked := r.call(hctx, req)
 	r.stats.handled.Add(1)
 	if hi != nil {
 		hi.Err, hi.Panicked, hi.Handling = err, panicked, time.Since(now)
 	}
-	out := Message{Topic: ri.replyTo, Key: reply.Key, Value: reply.Value, Partition: ri.partition, UsePartition: ri.hasPartition}
+	out = Message{Topic: ri.replyTo, Key: reply.Key, Value: reply.Value, Partition: ri.partition, UsePartition: ri.hasPartition}
 	h := &r.cfg.headers
 	out.Headers = in.hdrs[:0]
 	for _, x := range reply.Headers {
@@ -164,27 +207,34 @@ func (r *Responder) serve(_ context.Context, msg Message) {
 	if r.cfg.dialect.nestReply(&ri) {
 		out.Headers = appendNestHeaders(out.Headers, re)
 	}
-	// The reply is published within the request's deadline: past it,
-	// Publish refuses it (ErrNotSent), since nobody waits for it any more.
-	var pctx context.Context = ctx
-	if ctx.canceled() { // by Close: the caller still waits, answer it
-		var cancel context.CancelFunc
-		pctx, cancel = context.WithDeadline(context.Background(), deadline)
-		defer cancel()
-	}
+	// The reply is published within the request's deadline (in.rctx, which
+	// Close does not cancel: a handler cancelled by Close still answers its
+	// caller): past it, Publish refuses it (ErrNotSent), since nobody waits
+	// for it any more.
 	if hi != nil {
 		if !time.Now().Before(deadline) { // no reply hooks for a reply nobody waits for
 			r.stats.replyExpired.Add(1)
-			return
+			in.end()
+			return nil, out, false
 		}
 		m := out // on the heap only when there are hooks
 		for _, h := range r.hooks.replyPub {
 			h.OnReplyPublish(hi, &m)
 		}
 		out = m
-		hi.Reply = &m
+		in.reply = &m
 	}
-	switch perr := r.t.Publish(pctx, out); {
+	return in, out, true
+}
+
+// published ends the request once the transport says what became of its
+// reply: perr is what Publish returned, or what PublishAsync's done got.
+func (in *inbound) published(perr error) {
+	r, hi := in.r, in.hi
+	if hi != nil {
+		hi.Reply = in.reply
+	}
+	switch {
 	case perr == nil:
 	case errors.Is(perr, context.DeadlineExceeded) && errors.Is(perr, ErrNotSent):
 		// Nobody waits for this reply any more: the deadline passed.
@@ -198,8 +248,24 @@ func (r *Responder) serve(_ context.Context, msg Message) {
 			hi.ReplyErr = perr
 		}
 		if l := r.cfg.logger; l != nil {
-			l.Warn("syncbridge: reply not published", "topic", ri.replyTo, "correlation", string(ri.id), "err", perr)
+			l.Warn("syncbridge: reply not published", "topic", in.to, "correlation", string(in.id), "err", perr)
 		}
+	}
+	in.end()
+}
+
+// end ends a handled request: HandleEndHooks, the handler's context, the
+// count in progress, and the transport's ack.
+func (in *inbound) end() {
+	r := in.r
+	if in.hi != nil {
+		r.handleEnd(in.hi)
+	}
+	in.rctx.release()
+	in.ctx.release()
+	r.stats.inProgress.Add(-1)
+	if in.ack != nil {
+		in.ack()
 	}
 }
 

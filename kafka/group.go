@@ -22,7 +22,7 @@ type groupSub struct {
 	t          *Transport
 	group      string
 	topic      string
-	h          syncbridge.Handler
+	h          syncbridge.AckHandler
 	concurrent bool            // cfg.Concurrent: handler calls may overlap
 	ctx        context.Context // ends on Close; the handler's context
 	cancel     context.CancelFunc
@@ -30,7 +30,7 @@ type groupSub struct {
 	once       sync.Once
 }
 
-func (t *Transport) subscribeGroup(cfg syncbridge.SubscribeConfig, h syncbridge.Handler) (syncbridge.Subscription, error) {
+func (t *Transport) subscribeGroup(cfg syncbridge.SubscribeConfig, h syncbridge.AckHandler) (syncbridge.Subscription, error) {
 	s := &groupSub{t: t, group: cfg.Group, topic: cfg.Topic, h: h, concurrent: cfg.Concurrent, done: make(chan struct{})}
 	s.ctx, s.cancel = context.WithCancel(t.ctx)
 	if err := t.addSub(s); err != nil {
@@ -45,8 +45,8 @@ func (t *Transport) subscribeGroup(cfg syncbridge.SubscribeConfig, h syncbridge.
 	return s, nil
 }
 
-// Close stops the subscription: it waits for handler calls in progress,
-// commits what they processed, leaves the group (so that the other members
+// Close stops the subscription: it waits for handler calls in progress and
+// for the acks of the messages handed out, commits what is processed, leaves the group (so that the other members
 // take the partitions over at once) and returns once every goroutine has
 // ended. With the group coordinator unreachable, the commit and the leave
 // request may each take DialTimeout (5 s by default). Idempotent.
@@ -83,25 +83,59 @@ func (s *groupSub) run() {
 	}
 }
 
-// concurrentPerPartition bounds the handler calls in progress for one
-// partition of a Concurrent group subscription.
-const concurrentPerPartition = 256
+// pendingPerPartition bounds the messages of one partition that were
+// handed to the handler and are not done yet: handler calls in progress
+// (of a Concurrent subscription) and messages not acked.
+const pendingPerPartition = 256
 
 // partWorker runs the handler for one assigned partition.
 type partWorker struct {
 	cur       *cursor
 	batches   chan []record // fetched records waiting for the handler
-	processed atomic.Int64  // offset up to which every record was handled; -1: none
+	processed atomic.Int64  // offset up to which every record was acked; -1: none
 	committed int64         // last offset committed; the committer's
+	slots     chan struct{} // a slot per pending message: pendingPerPartition
 
-	mu       sync.Mutex // protects inFlight (Concurrent subscriptions)
+	mu       sync.Mutex // protects inFlight
 	inFlight []flight   // dispatched records, in offset order
 }
 
-// flight is a record whose handler call was started.
+// flight is a record handed to the handler.
 type flight struct {
 	offset int64
-	done   bool
+	done   bool // acked
+}
+
+// delivery is one record handed to the handler. Its slot is freed once the
+// handler call returned and the record was acked, whichever is last.
+type delivery struct {
+	w      *partWorker
+	offset int64
+	wg     *sync.WaitGroup // the generation's: done at the ack
+	dirty  func()          // tells the committer
+	acked  atomic.Bool
+	refs   atomic.Int32 // 2 at dispatch: the call's return and the ack
+}
+
+// ack is the AckHandler's ack: it marks the record processed. Calls after
+// the first do nothing.
+func (d *delivery) ack() {
+	if !d.acked.CompareAndSwap(false, true) {
+		return
+	}
+	if d.w.finished(d.offset) {
+		d.dirty()
+	}
+	d.release()
+	d.wg.Done()
+}
+
+// release drops one of the delivery's two references and frees its slot
+// with the last.
+func (d *delivery) release() {
+	if d.refs.Add(-1) == 0 {
+		<-d.w.slots
+	}
 }
 
 func (w *partWorker) dispatched(offset int64) {
@@ -110,26 +144,34 @@ func (w *partWorker) dispatched(offset int64) {
 	w.mu.Unlock()
 }
 
-// finished marks the handler call for offset done and reports whether the
-// processed offset moved: only a prefix of done calls can be committed.
+// finished marks the record at offset acked and reports whether the
+// processed offset moved: only a prefix of acked records can be committed.
 func (w *partWorker) finished(offset int64) bool {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	for i := range w.inFlight {
-		if w.inFlight[i].offset == offset {
-			w.inFlight[i].done = true
-			break
-		}
+	if len(w.inFlight) == 0 {
+		return false
 	}
-	n := 0
+	if w.inFlight[0].offset != offset { // acked out of order: look for it
+		for i := range w.inFlight {
+			if w.inFlight[i].offset == offset {
+				w.inFlight[i].done = true
+				break
+			}
+		}
+		return false // the first is not done
+	}
+	w.inFlight[0].done = true
+	n := 1
 	for n < len(w.inFlight) && w.inFlight[n].done {
 		n++
 	}
-	if n == 0 {
-		return false
-	}
 	w.processed.Store(w.inFlight[n-1].offset + 1)
-	w.inFlight = append(w.inFlight[:0], w.inFlight[n:]...)
+	if n == len(w.inFlight) {
+		w.inFlight = w.inFlight[:0]
+	} else {
+		w.inFlight = append(w.inFlight[:0], w.inFlight[n:]...)
+	}
 	return true
 }
 
@@ -189,6 +231,7 @@ func (s *groupSub) runGeneration(gctx context.Context, gen *generation) {
 			cur:       &cursor{partition: a.partition, offset: off},
 			batches:   make(chan []record, workerQueue),
 			committed: off,
+			slots:     make(chan struct{}, pendingPerPartition),
 		}
 		w.processed.Store(-1)
 		w.cur.paused = func() bool { return len(w.batches) == cap(w.batches) }
@@ -197,17 +240,17 @@ func (s *groupSub) runGeneration(gctx context.Context, gen *generation) {
 	}
 
 	// Handlers: one goroutine per partition, calling the handler in offset
-	// order; or, for a Concurrent subscription, up to concurrentPerPartition
-	// handler calls at once per partition, committing the offsets below the
-	// oldest call in progress. They stop dispatching when the generation
-	// ends; what they did not handle is re-delivered to the partition's next
-	// owner.
+	// order, the next call once the previous returned; or, for a Concurrent
+	// subscription, each call in a goroutine of its own. Either way at most
+	// pendingPerPartition records per partition are pending (handed out,
+	// and not yet both returned and acked), and the offsets committed are
+	// those below the oldest record not acked. They stop dispatching when
+	// the generation ends; what they did not hand out is re-delivered to the
+	// partition's next owner. hwg counts the dispatchers, the Concurrent
+	// calls in progress, and the records not acked.
 	var hwg sync.WaitGroup
+	markDirty := func() { signal(dirty) }
 	for _, w := range workers {
-		var slots chan struct{}
-		if s.concurrent {
-			slots = make(chan struct{}, concurrentPerPartition)
-		}
 		hwg.Go(func() {
 			for {
 				select {
@@ -219,24 +262,23 @@ func (s *groupSub) runGeneration(gctx context.Context, gen *generation) {
 						if ctx.Err() != nil {
 							return
 						}
-						if slots == nil {
-							s.h(s.ctx, r.msg)
-							w.processed.Store(r.offset + 1)
-							signal(dirty)
-							continue
-						}
 						select {
-						case slots <- struct{}{}:
+						case w.slots <- struct{}{}:
 						case <-ctx.Done():
 							return
 						}
 						w.dispatched(r.offset)
+						d := &delivery{w: w, offset: r.offset, wg: &hwg, dirty: markDirty}
+						d.refs.Store(2)
+						hwg.Add(1) // done at the ack
+						if !s.concurrent {
+							s.h(s.ctx, r.msg, d.ack)
+							d.release()
+							continue
+						}
 						hwg.Go(func() {
-							s.h(s.ctx, r.msg)
-							<-slots
-							if w.finished(r.offset) {
-								signal(dirty)
-							}
+							s.h(s.ctx, r.msg, d.ack)
+							d.release()
 						})
 					}
 				}
@@ -304,8 +346,9 @@ func (s *groupSub) runGeneration(gctx context.Context, gen *generation) {
 	rd.run(ctx, curs)
 
 	// The generation (or the subscription) ended: let the handlers finish
-	// the message in progress, then commit what they processed before the
-	// partitions go to another member.
+	// the calls in progress and wait for the acks of what they were handed,
+	// then commit what is processed before the partitions go to another
+	// member.
 	hwg.Wait()
 	<-committerDone
 	fctx, fcancel := context.WithTimeout(context.Background(), t.cfg.dialTimeout)
