@@ -3,20 +3,35 @@ package syncbridge
 import (
 	"context"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
 // replyCtx is the context a Responder publishes a reply with: the
 // request's deadline and nothing else. Close does not cancel it, so that a
-// handler cancelled by Close still answers its caller. Like deadlineCtx
-// it costs nothing unless the transport asks for Done, and AfterFunc (how
-// context.AfterFunc watches it) costs one timer, no goroutine.
+// handler cancelled by Close still answers its caller. It costs 16 bytes
+// and nothing else unless the transport asks for Done; then one timer
+// serves Done and every AfterFunc (how context.AfterFunc watches it,
+// without a goroutine of its own).
 type replyCtx struct {
 	deadline int64 // Unix nanoseconds
+	x        atomic.Pointer[replyDone]
+}
 
-	mu    sync.Mutex // protects done and timer
-	done  chan struct{}
-	timer *time.Timer
+// replyDone is a replyCtx's Done channel and its timer, made on demand.
+type replyDone struct {
+	done chan struct{} // set before x is published
+
+	mu     sync.Mutex // protects the rest
+	timer  *time.Timer
+	fired  bool
+	afters []*afterEntry
+}
+
+// afterEntry is one function registered by replyCtx.AfterFunc.
+type afterEntry struct {
+	f       func()
+	stopped bool // protected by replyDone.mu
 }
 
 func (c *replyCtx) Deadline() (time.Time, bool) { return time.Unix(0, c.deadline), true }
@@ -28,54 +43,91 @@ func (c *replyCtx) Err() error {
 	if time.Now().UnixNano() < c.deadline {
 		return nil
 	}
-	c.expire() // Done is closed whenever Err says so
+	c.state().expire() // Done is closed whenever Err says so
 	return context.DeadlineExceeded
 }
 
 // Done returns a channel closed at the deadline.
-func (c *replyCtx) Done() <-chan struct{} {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if c.done == nil {
-		c.done = make(chan struct{})
-		if d := time.Duration(c.deadline - time.Now().UnixNano()); d > 0 {
-			c.timer = time.AfterFunc(d, c.expire)
-		} else {
-			close(c.done)
-		}
+func (c *replyCtx) Done() <-chan struct{} { return c.state().done }
+
+// state returns c's replyDone, making it (and its timer) on first use.
+func (c *replyCtx) state() *replyDone {
+	if x := c.x.Load(); x != nil {
+		return x
 	}
-	return c.done
+	x := &replyDone{done: make(chan struct{})}
+	x.mu.Lock()
+	if !c.x.CompareAndSwap(nil, x) {
+		x.mu.Unlock()
+		return c.x.Load()
+	}
+	defer x.mu.Unlock()
+	if d := time.Duration(c.deadline - time.Now().UnixNano()); d > 0 {
+		x.timer = time.AfterFunc(d, x.expire)
+	} else {
+		x.fire()
+	}
+	return x
 }
 
-// expire closes Done, if it was asked for and is not closed.
-func (c *replyCtx) expire() {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if c.done == nil {
-		c.done = make(chan struct{})
-		close(c.done)
+// expire closes Done and runs the AfterFuncs, once.
+func (x *replyDone) expire() {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	x.fire()
+}
+
+// fire is expire with x.mu held.
+func (x *replyDone) fire() {
+	if x.fired {
 		return
 	}
-	select {
-	case <-c.done:
-	default:
-		close(c.done)
+	x.fired = true
+	close(x.done)
+	for _, a := range x.afters {
+		if !a.stopped {
+			a.stopped = true
+			go a.f() // as context.AfterFunc does
+		}
 	}
+	x.afters = nil
 }
 
-// AfterFunc lets context.AfterFunc run f at the deadline with a timer, not
-// a goroutine waiting on Done.
+// AfterFunc lets context.AfterFunc run f at the deadline from Done's
+// timer, not from a goroutine waiting on Done.
 func (c *replyCtx) AfterFunc(f func()) (stop func() bool) {
-	return time.AfterFunc(time.Duration(c.deadline-time.Now().UnixNano()), f).Stop
+	x := c.state()
+	a := &afterEntry{f: f}
+	x.mu.Lock()
+	if x.fired {
+		x.mu.Unlock()
+		go f()
+		return func() bool { return false }
+	}
+	x.afters = append(x.afters, a)
+	x.mu.Unlock()
+	return func() bool {
+		x.mu.Lock()
+		defer x.mu.Unlock()
+		if a.stopped {
+			return false
+		}
+		a.stopped = true
+		return true
+	}
 }
 
 // release stops Done's timer, once the reply is published.
 func (c *replyCtx) release() {
-	c.mu.Lock()
-	if c.timer != nil {
-		c.timer.Stop()
+	x := c.x.Load()
+	if x == nil {
+		return
 	}
-	c.mu.Unlock()
+	x.mu.Lock()
+	if x.timer != nil {
+		x.timer.Stop()
+	}
+	x.mu.Unlock()
 }
 
 func (c *replyCtx) String() string {

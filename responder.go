@@ -92,16 +92,12 @@ func NewResponder(ctx context.Context, t Transport, topic string, h ReplyHandler
 // allocation: the request, its handler's context, the reply's context, and
 // room for the reply's headers.
 type inbound struct {
-	req   Message
-	ctx   deadlineCtx // the handler's
-	rctx  replyCtx    // the reply's publish: the deadline only
-	hdrs  [1]Header   // the correlation ID of a plain reply
-	r     *Responder
-	hi    *HandleInfo // with hooks; else nil
-	id    []byte      // the correlation ID, for the log
-	to    string      // the reply topic, for the log
-	ack   func()      // the transport's ack (SubscribeAck), or nil
-	reply *Message    // the reply, with hooks (hi.Reply once published)
+	req  Message
+	ctx  deadlineCtx // the handler's; ctx.r is the Responder
+	rctx replyCtx    // the reply's publish: the deadline only
+	hdrs [1]Header   // the correlation ID of a plain reply
+	hi   *HandleInfo // with hooks; else nil
+	ack  func()      // the transport's ack (SubscribeAck), or nil
 }
 
 // serve handles one request: the transport's Handler, when the transport
@@ -137,7 +133,7 @@ func (r *Responder) serveAck(_ context.Context, msg Message, ack func()) {
 // request was skipped or the reply is not to be published (its deadline
 // passed): that is done with.
 func (r *Responder) handle(msg Message) (in *inbound, out Message, ok bool) {
-	in = &inbound{req: msg, r: r}
+	in = &inbound{req: msg}
 	req := &in.req
 	ri, err := parseRequest(req, &r.cfg.headers, &r.replyTo)
 	if err != nil {
@@ -158,7 +154,6 @@ func (r *Responder) handle(msg Message) (in *inbound, out Message, ok bool) {
 	in.ctx.deadline = deadline.UnixNano()
 	in.ctx.r = r
 	in.rctx.deadline = in.ctx.deadline
-	in.id, in.to = ri.id, ri.replyTo
 	ctx := &in.ctx
 	r.stats.inProgress.Add(1)
 	var hctx context.Context = ctx
@@ -222,7 +217,7 @@ func (r *Responder) handle(msg Message) (in *inbound, out Message, ok bool) {
 			h.OnReplyPublish(hi, &m)
 		}
 		out = m
-		in.reply = &m
+		hi.Reply = &m
 	}
 	return in, out, true
 }
@@ -230,10 +225,7 @@ func (r *Responder) handle(msg Message) (in *inbound, out Message, ok bool) {
 // published ends the request once the transport says what became of its
 // reply: perr is what Publish returned, or what PublishAsync's done got.
 func (in *inbound) published(perr error) {
-	r, hi := in.r, in.hi
-	if hi != nil {
-		hi.Reply = in.reply
-	}
+	r, hi := in.ctx.r, in.hi
 	switch {
 	case perr == nil:
 	case errors.Is(perr, context.DeadlineExceeded) && errors.Is(perr, ErrNotSent):
@@ -248,7 +240,9 @@ func (in *inbound) published(perr error) {
 			hi.ReplyErr = perr
 		}
 		if l := r.cfg.logger; l != nil {
-			l.Warn("syncbridge: reply not published", "topic", in.to, "correlation", string(in.id), "err", perr)
+			to, _ := in.req.Header(r.cfg.headers.ReplyTopic)
+			id, _ := in.req.Header(r.cfg.headers.CorrelationID)
+			l.Warn("syncbridge: reply not published", "topic", string(to), "correlation", string(id), "err", perr)
 		}
 	}
 	in.end()
@@ -257,7 +251,7 @@ func (in *inbound) published(perr error) {
 // end ends a handled request: HandleEndHooks, the handler's context, the
 // count in progress, and the transport's ack.
 func (in *inbound) end() {
-	r := in.r
+	r := in.ctx.r
 	if in.hi != nil {
 		r.handleEnd(in.hi)
 	}
