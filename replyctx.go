@@ -18,11 +18,10 @@ type replyCtx struct {
 	x        atomic.Pointer[replyDone]
 }
 
-// replyDone is a replyCtx's Done channel and its timer, made on demand.
+// replyDone is a replyCtx's timer, and Done channel, made on demand.
 type replyDone struct {
-	done chan struct{} // set before x is published
-
 	mu     sync.Mutex // protects the rest
+	done   chan struct{}
 	timer  *time.Timer
 	fired  bool
 	afters []*afterEntry
@@ -48,14 +47,25 @@ func (c *replyCtx) Err() error {
 }
 
 // Done returns a channel closed at the deadline.
-func (c *replyCtx) Done() <-chan struct{} { return c.state().done }
+func (c *replyCtx) Done() <-chan struct{} {
+	x := c.state()
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	if x.done == nil {
+		x.done = make(chan struct{})
+		if x.fired {
+			close(x.done)
+		}
+	}
+	return x.done
+}
 
 // state returns c's replyDone, making it (and its timer) on first use.
 func (c *replyCtx) state() *replyDone {
 	if x := c.x.Load(); x != nil {
 		return x
 	}
-	x := &replyDone{done: make(chan struct{})}
+	x := &replyDone{}
 	x.mu.Lock()
 	if !c.x.CompareAndSwap(nil, x) {
 		x.mu.Unlock()
@@ -83,7 +93,9 @@ func (x *replyDone) fire() {
 		return
 	}
 	x.fired = true
-	close(x.done)
+	if x.done != nil {
+		close(x.done)
+	}
 	for _, a := range x.afters {
 		if !a.stopped {
 			a.stopped = true

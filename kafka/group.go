@@ -1,8 +1,10 @@
 package kafka
 
 import (
+	"cmp"
 	"context"
 	"log/slog"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -83,9 +85,9 @@ func (s *groupSub) run() {
 	}
 }
 
-// pendingPerPartition bounds the messages of one partition that were
-// handed to the handler and are not done yet: handler calls in progress
-// (of a Concurrent subscription) and messages not acked.
+// pendingPerPartition bounds the records of one partition handed to the
+// handler and not acked, and, for a Concurrent subscription, the handler
+// calls in progress.
 const pendingPerPartition = 256
 
 // partWorker runs the handler for one assigned partition.
@@ -94,48 +96,17 @@ type partWorker struct {
 	batches   chan []record // fetched records waiting for the handler
 	processed atomic.Int64  // offset up to which every record was acked; -1: none
 	committed int64         // last offset committed; the committer's
-	slots     chan struct{} // a slot per pending message: pendingPerPartition
+	unacked   chan struct{} // a slot per record handed out and not acked
+	calls     chan struct{} // Concurrent: a slot per handler call in progress
 
 	mu       sync.Mutex // protects inFlight
-	inFlight []flight   // dispatched records, in offset order
+	inFlight []flight   // records handed out and not yet below processed, in offset order
 }
 
 // flight is a record handed to the handler.
 type flight struct {
 	offset int64
-	done   bool // acked
-}
-
-// delivery is one record handed to the handler. Its slot is freed once the
-// handler call returned and the record was acked, whichever is last.
-type delivery struct {
-	w      *partWorker
-	offset int64
-	wg     *sync.WaitGroup // the generation's: done at the ack
-	dirty  func()          // tells the committer
-	acked  atomic.Bool
-	refs   atomic.Int32 // 2 at dispatch: the call's return and the ack
-}
-
-// ack is the AckHandler's ack: it marks the record processed. Calls after
-// the first do nothing.
-func (d *delivery) ack() {
-	if !d.acked.CompareAndSwap(false, true) {
-		return
-	}
-	if d.w.finished(d.offset) {
-		d.dirty()
-	}
-	d.release()
-	d.wg.Done()
-}
-
-// release drops one of the delivery's two references and frees its slot
-// with the last.
-func (d *delivery) release() {
-	if d.refs.Add(-1) == 0 {
-		<-d.w.slots
-	}
+	acked  bool
 }
 
 func (w *partWorker) dispatched(offset int64) {
@@ -144,26 +115,22 @@ func (w *partWorker) dispatched(offset int64) {
 	w.mu.Unlock()
 }
 
-// finished marks the record at offset acked and reports whether the
-// processed offset moved: only a prefix of acked records can be committed.
-func (w *partWorker) finished(offset int64) bool {
+// acked marks the record at offset acked. It reports whether this was its
+// first ack (later ones do nothing), and whether the processed offset
+// moved: only a prefix of acked records can be committed.
+func (w *partWorker) acked(offset int64) (first, moved bool) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	if len(w.inFlight) == 0 {
-		return false
+	i, found := slices.BinarySearchFunc(w.inFlight, offset, func(f flight, o int64) int { return cmp.Compare(f.offset, o) })
+	if !found || w.inFlight[i].acked {
+		return false, false // acked before (and perhaps below processed since)
 	}
-	if w.inFlight[0].offset != offset { // acked out of order: look for it
-		for i := range w.inFlight {
-			if w.inFlight[i].offset == offset {
-				w.inFlight[i].done = true
-				break
-			}
-		}
-		return false // the first is not done
+	w.inFlight[i].acked = true
+	if i != 0 {
+		return true, false // an earlier record is not acked
 	}
-	w.inFlight[0].done = true
 	n := 1
-	for n < len(w.inFlight) && w.inFlight[n].done {
+	for n < len(w.inFlight) && w.inFlight[n].acked {
 		n++
 	}
 	w.processed.Store(w.inFlight[n-1].offset + 1)
@@ -172,7 +139,7 @@ func (w *partWorker) finished(offset int64) bool {
 	} else {
 		w.inFlight = append(w.inFlight[:0], w.inFlight[n:]...)
 	}
-	return true
+	return true, true
 }
 
 // runGeneration consumes the partitions of one generation until it ends.
@@ -231,7 +198,10 @@ func (s *groupSub) runGeneration(gctx context.Context, gen *generation) {
 			cur:       &cursor{partition: a.partition, offset: off},
 			batches:   make(chan []record, workerQueue),
 			committed: off,
-			slots:     make(chan struct{}, pendingPerPartition),
+			unacked:   make(chan struct{}, pendingPerPartition),
+		}
+		if s.concurrent {
+			w.calls = make(chan struct{}, pendingPerPartition)
 		}
 		w.processed.Store(-1)
 		w.cur.paused = func() bool { return len(w.batches) == cap(w.batches) }
@@ -241,15 +211,15 @@ func (s *groupSub) runGeneration(gctx context.Context, gen *generation) {
 
 	// Handlers: one goroutine per partition, calling the handler in offset
 	// order, the next call once the previous returned; or, for a Concurrent
-	// subscription, each call in a goroutine of its own. Either way at most
-	// pendingPerPartition records per partition are pending (handed out,
-	// and not yet both returned and acked), and the offsets committed are
-	// those below the oldest record not acked. They stop dispatching when
-	// the generation ends; what they did not hand out is re-delivered to the
-	// partition's next owner. hwg counts the dispatchers, the Concurrent
-	// calls in progress, and the records not acked.
+	// subscription, each call in a goroutine of its own, up to
+	// pendingPerPartition at once. Either way at most pendingPerPartition
+	// records per partition are handed out and not acked, and the offsets
+	// committed are those below the oldest record not acked. They stop
+	// dispatching when the generation ends; what they did not hand out is
+	// re-delivered to the partition's next owner. hwg counts the
+	// dispatchers, the Concurrent calls in progress, and the records not
+	// acked.
 	var hwg sync.WaitGroup
-	markDirty := func() { signal(dirty) }
 	for _, w := range workers {
 		hwg.Go(func() {
 			for {
@@ -263,22 +233,39 @@ func (s *groupSub) runGeneration(gctx context.Context, gen *generation) {
 							return
 						}
 						select {
-						case w.slots <- struct{}{}:
+						case w.unacked <- struct{}{}:
 						case <-ctx.Done():
 							return
 						}
-						w.dispatched(r.offset)
-						d := &delivery{w: w, offset: r.offset, wg: &hwg, dirty: markDirty}
-						d.refs.Store(2)
+						if w.calls != nil {
+							select {
+							case w.calls <- struct{}{}:
+							case <-ctx.Done():
+								<-w.unacked
+								return
+							}
+						}
+						off := r.offset
+						w.dispatched(off)
 						hwg.Add(1) // done at the ack
-						if !s.concurrent {
-							s.h(s.ctx, r.msg, d.ack)
-							d.release()
+						ack := func() {
+							first, moved := w.acked(off)
+							if !first {
+								return
+							}
+							if moved {
+								signal(dirty)
+							}
+							<-w.unacked
+							hwg.Done()
+						}
+						if w.calls == nil {
+							s.h(s.ctx, r.msg, ack)
 							continue
 						}
 						hwg.Go(func() {
-							s.h(s.ctx, r.msg, d.ack)
-							d.release()
+							s.h(s.ctx, r.msg, ack)
+							<-w.calls
 						})
 					}
 				}
