@@ -26,6 +26,16 @@ type ReplyHandler func(ctx context.Context, req *Message) (Message, error)
 // its handler, and publishes the reply to the reply topic (and partition)
 // that the request names, echoing its correlation ID byte for byte.
 //
+// Handler calls for one partition are sequential and in order unless
+// WithConcurrentHandlers. On a transport that can publish without waiting
+// and take acks (an AsyncPublisher and an AckSubscriber, as the Kafka
+// transport is), the Responder hands each reply to the transport and goes
+// on to the next request without waiting for the reply's acknowledgement;
+// the request counts as processed (on Kafka: its offset is committed) only
+// once its reply is acknowledged, or could not be published, and so are
+// the replies of every request before it. On other transports it
+// publishes each reply, and waits for it, before the next request.
+//
 // A request whose caller's deadline has passed is skipped, not handled. A
 // handler that returns an error or panics produces an error reply; the
 // Responder keeps serving. It works with any requester that sets the

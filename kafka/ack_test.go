@@ -12,6 +12,7 @@ import (
 	"time"
 
 	kafkago "github.com/segmentio/kafka-go"
+	"github.com/twmb/franz-go/pkg/kmsg"
 
 	"github.com/syncbridge/syncbridge"
 	"github.com/syncbridge/syncbridge/kafka"
@@ -164,5 +165,73 @@ func TestSubscribeAckCrash(t *testing.T) {
 	}
 	if !slices.Equal(got, want) {
 		t.Errorf("the survivor got %v, want %v: the message not acked and those after it, none before", got, want)
+	}
+}
+
+// A Responder on this transport handles the next requests of a partition
+// while its reply to the first is being produced (held here by kfake), and
+// the replies that queue meanwhile leave in one produce request; every
+// caller gets its reply. kfake only: it holds a produce request.
+func TestResponderPipelinesOnKafka(t *testing.T) {
+	e := newEnv(t)
+	if e.cluster == nil {
+		t.Skip("holds a produce request in the broker: kfake only")
+	}
+	requests, replies := e.topic(t, 1), e.topic(t, 1)
+	ctx := testCtx(t, time.Minute)
+	held, release := make(chan struct{}), make(chan struct{})
+	var once sync.Once
+	e.cluster.ControlKey(int16(kmsg.Produce), func(req kmsg.Request) (kmsg.Response, error, bool) {
+		e.cluster.KeepControl()
+		for _, tp := range req.(*kmsg.ProduceRequest).Topics {
+			if tp.Topic == replies {
+				once.Do(func() {
+					close(held)
+					e.cluster.SleepControl(func() { <-release })
+				})
+			}
+		}
+		return nil, nil, false
+	})
+	rt := e.transport(t)
+	const n = 6
+	calls := make(chan struct{}, n)
+	r, err := syncbridge.NewResponder(ctx, rt, requests, func(_ context.Context, req *syncbridge.Message) (syncbridge.Message, error) {
+		calls <- struct{}{}
+		return syncbridge.Message{Value: req.Value}, nil
+	}, syncbridge.WithGroup("pipeline-"+requests))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	b := newBridge(t, e.transport(t), syncbridge.WithReplyTopic(replies))
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Go(func() {
+			v := strconv.Itoa(i)
+			rep, err := b.Request(ctx, syncbridge.Message{Topic: requests, Value: []byte(v)})
+			if err != nil || string(rep.Value) != v {
+				t.Errorf("request %s: %q, %v", v, rep.Value, err)
+			}
+		})
+	}
+	<-held
+	for i := range n {
+		select {
+		case <-calls:
+		case <-time.After(20 * time.Second):
+			close(release)
+			wg.Wait()
+			t.Fatalf("%d of %d requests handled while the first reply was held: the Responder waits for each reply", i, n)
+		}
+	}
+	st := r.Stats()
+	close(release)
+	wg.Wait()
+	if st.InProgress == 0 {
+		t.Error("InProgress 0 with replies not acknowledged")
+	}
+	if s := rt.Stats(); s.Produced != n || s.ProduceRequests > 2 {
+		t.Errorf("%d replies in %d produce requests, want %d in at most 2: the held one, and the rest together", s.Produced, s.ProduceRequests, n)
 	}
 }
