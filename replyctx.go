@@ -24,7 +24,8 @@ type replyDone struct {
 	done   chan struct{}
 	timer  *time.Timer
 	fired  bool
-	afters []*afterEntry
+	first  afterEntry    // the first AfterFunc's (a transport registers one)
+	afters []*afterEntry // the others'
 }
 
 // afterEntry is one function registered by replyCtx.AfterFunc.
@@ -96,6 +97,10 @@ func (x *replyDone) fire() {
 	if x.done != nil {
 		close(x.done)
 	}
+	if a := &x.first; a.f != nil && !a.stopped {
+		a.stopped = true
+		go a.f()
+	}
 	for _, a := range x.afters {
 		if !a.stopped {
 			a.stopped = true
@@ -109,14 +114,20 @@ func (x *replyDone) fire() {
 // timer, not from a goroutine waiting on Done.
 func (c *replyCtx) AfterFunc(f func()) (stop func() bool) {
 	x := c.state()
-	a := &afterEntry{f: f}
 	x.mu.Lock()
 	if x.fired {
 		x.mu.Unlock()
 		go f()
 		return func() bool { return false }
 	}
-	x.afters = append(x.afters, a)
+	var a *afterEntry
+	if x.first.f == nil {
+		a = &x.first
+		a.f = f
+	} else {
+		a = &afterEntry{f: f}
+		x.afters = append(x.afters, a)
+	}
 	x.mu.Unlock()
 	return func() bool {
 		x.mu.Lock()
