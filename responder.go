@@ -99,15 +99,21 @@ func NewResponder(ctx context.Context, t Transport, topic string, h ReplyHandler
 }
 
 // inbound holds what the Responder needs for one request, in one
-// allocation: the request, its handler's context, the reply's context, and
-// room for the reply's headers.
+// allocation: the request, its handler's context, and room for the reply's
+// headers.
 type inbound struct {
 	req  Message
 	ctx  deadlineCtx // the handler's; ctx.r is the Responder
-	rctx replyCtx    // the reply's publish: the deadline only
 	hdrs [1]Header   // the correlation ID of a plain reply
+}
+
+// inboundAck is inbound for a reply published without waiting (serveAck):
+// with the reply's context, and what its done callback needs.
+type inboundAck struct {
+	inbound
+	rctx replyCtx    // the reply's publish: the deadline only
 	hi   *HandleInfo // with hooks; else nil
-	ack  func()      // the transport's ack (SubscribeAck), or nil
+	ack  func()      // the transport's ack
 }
 
 // serve handles one request: the transport's Handler, when the transport
@@ -115,11 +121,18 @@ type inbound struct {
 // reply is published (or could not be), so that an at-least-once
 // transport commits the request only after its reply is out.
 func (r *Responder) serve(_ context.Context, msg Message) {
-	in, out, ok := r.handle(msg)
+	in := &inbound{req: msg}
+	hi, out, ok := r.handle(in)
 	if !ok {
 		return
 	}
-	in.published(r.t.Publish(&in.rctx, out))
+	var pctx context.Context = &in.ctx
+	if in.ctx.canceled() { // by Close: the caller still waits, answer it
+		c, cancel := context.WithDeadline(context.Background(), time.Unix(0, in.ctx.deadline))
+		defer cancel()
+		pctx = c
+	}
+	in.published(r.t.Publish(pctx, out), hi)
 }
 
 // serveAck handles one request as serve does, but hands the reply to the
@@ -127,23 +140,34 @@ func (r *Responder) serve(_ context.Context, msg Message) {
 // AckHandler, when it is an AsyncPublisher and an AckSubscriber. The
 // request is acked once its reply is acknowledged (or could not be
 // published), so the transport commits it only then, as with serve, while
-// it goes on to the next request meanwhile.
+// it goes on to the next request meanwhile. The reply's context has the
+// request's deadline and is not cancelled by Close (serve's is the
+// handler's, replaced by one with the deadline alone when Close cancelled
+// it before the reply was published).
 func (r *Responder) serveAck(_ context.Context, msg Message, ack func()) {
-	in, out, ok := r.handle(msg)
+	ia := &inboundAck{inbound: inbound{req: msg}, ack: ack}
+	hi, out, ok := r.handle(&ia.inbound)
 	if !ok {
 		ack()
 		return
 	}
-	in.ack = ack
-	r.t.(AsyncPublisher).PublishAsync(&in.rctx, out, in.published)
+	ia.hi = hi
+	ia.rctx.deadline = ia.ctx.deadline
+	r.t.(AsyncPublisher).PublishAsync(&ia.rctx, out, ia.done)
 }
 
-// handle runs the handler for one request and returns the reply to
-// publish, with in to call published on once it is; ok false when the
-// request was skipped or the reply is not to be published (its deadline
-// passed): that is done with.
-func (r *Responder) handle(msg Message) (in *inbound, out Message, ok bool) {
-	in = &inbound{req: msg}
+// done is PublishAsync's done callback for the reply of ia's request.
+func (ia *inboundAck) done(perr error) {
+	ia.published(perr, ia.hi)
+	ia.rctx.release()
+	ia.ack()
+}
+
+// handle runs the handler for the request in in, and returns the reply to
+// publish, and the HandleInfo, with hooks, to give published once it is;
+// ok false when the request was skipped or the reply is not to be
+// published (its deadline passed): that is done with.
+func (r *Responder) handle(in *inbound) (hi *HandleInfo, out Message, ok bool) {
 	req := &in.req
 	ri, err := parseRequest(req, &r.cfg.headers, &r.replyTo)
 	if err != nil {
@@ -163,11 +187,9 @@ func (r *Responder) handle(msg Message) (in *inbound, out Message, ok bool) {
 	}
 	in.ctx.deadline = deadline.UnixNano()
 	in.ctx.r = r
-	in.rctx.deadline = in.ctx.deadline
 	ctx := &in.ctx
 	r.stats.inProgress.Add(1)
 	var hctx context.Context = ctx
-	var hi *HandleInfo
 	if r.hooks.handling() {
 		hi = &HandleInfo{Context: ctx, Topic: req.Topic, Group: r.cfg.group, Request: req, ID: ri.id}
 		if !req.Time.IsZero() {
@@ -177,7 +199,6 @@ func (r *Responder) handle(msg Message) (in *inbound, out Message, ok bool) {
 			h.OnHandleStart(hi)
 		}
 		hctx = hi.Context
-		in.hi = hi
 	}
 	reply, err, panicked := r.call(hctx, req)
 	r.stats.handled.Add(1)
@@ -212,14 +233,13 @@ func (r *Responder) handle(msg Message) (in *inbound, out Message, ok bool) {
 	if r.cfg.dialect.nestReply(&ri) {
 		out.Headers = appendNestHeaders(out.Headers, re)
 	}
-	// The reply is published within the request's deadline (in.rctx, which
-	// Close does not cancel: a handler cancelled by Close still answers its
-	// caller): past it, Publish refuses it (ErrNotSent), since nobody waits
-	// for it any more.
+	// The reply is published within the request's deadline (a handler
+	// cancelled by Close still answers its caller): past it, Publish
+	// refuses it (ErrNotSent), since nobody waits for it any more.
 	if hi != nil {
 		if !time.Now().Before(deadline) { // no reply hooks for a reply nobody waits for
 			r.stats.replyExpired.Add(1)
-			in.end()
+			in.end(hi)
 			return nil, out, false
 		}
 		m := out // on the heap only when there are hooks
@@ -229,13 +249,13 @@ func (r *Responder) handle(msg Message) (in *inbound, out Message, ok bool) {
 		out = m
 		hi.Reply = &m
 	}
-	return in, out, true
+	return hi, out, true
 }
 
 // published ends the request once the transport says what became of its
 // reply: perr is what Publish returned, or what PublishAsync's done got.
-func (in *inbound) published(perr error) {
-	r, hi := in.ctx.r, in.hi
+func (in *inbound) published(perr error, hi *HandleInfo) {
+	r := in.ctx.r
 	switch {
 	case perr == nil:
 	case errors.Is(perr, context.DeadlineExceeded) && errors.Is(perr, ErrNotSent):
@@ -255,22 +275,18 @@ func (in *inbound) published(perr error) {
 			l.Warn("syncbridge: reply not published", "topic", string(to), "correlation", string(id), "err", perr)
 		}
 	}
-	in.end()
+	in.end(hi)
 }
 
-// end ends a handled request: HandleEndHooks, the handler's context, the
-// count in progress, and the transport's ack.
-func (in *inbound) end() {
+// end ends a handled request: HandleEndHooks, the handler's context and
+// the count in progress.
+func (in *inbound) end(hi *HandleInfo) {
 	r := in.ctx.r
-	if in.hi != nil {
-		r.handleEnd(in.hi)
+	if hi != nil {
+		r.handleEnd(hi)
 	}
-	in.rctx.release()
 	in.ctx.release()
 	r.stats.inProgress.Add(-1)
-	if in.ack != nil {
-		in.ack()
-	}
 }
 
 // handleEnd calls the HandleEndHooks.
