@@ -112,7 +112,10 @@ type ReplyPublishHook interface {
 }
 
 // HandleEndHook is called by a Responder once for every request it handed
-// to its handler, once the reply is published (or not).
+// to its handler, once the reply is published (or not). On a transport the
+// Responder publishes to without waiting (an AsyncPublisher and
+// AckSubscriber, such as Kafka), that is when the transport acknowledges
+// the reply, from the transport's goroutine: the hook must be quick.
 type HandleEndHook interface {
 	OnHandleEnd(info *HandleInfo)
 }

@@ -283,11 +283,12 @@ func WithMaxTimeout(d time.Duration) ResponderOption {
 // WithConcurrentHandlers lets the Responder's handler calls overlap, even
 // for requests of one partition or one key: requests are then not handled
 // in order, and the handler must be safe for concurrent use. Every
-// transport honours it (SubscribeConfig.Concurrent). On Kafka it
-// multiplies a Responder's throughput, since a partition no longer waits
-// for each reply to be produced before handling the next request; offsets
-// are still committed only below the oldest request in progress. Default:
-// off, one call at a time per partition, in order.
+// transport honours it (SubscribeConfig.Concurrent). It pays off when
+// handlers wait (on I/O, say): without it, a partition's requests wait
+// for the handler call before them. Waiting for replies to be produced is
+// not a reason: on Kafka a Responder does not wait for them either way.
+// Offsets are still committed only below the oldest request not finished.
+// Default: off, one call at a time per partition, in order.
 func WithConcurrentHandlers() ResponderOption {
 	return responderOpt{opt{"WithConcurrentHandlers", func(c *config) { c.concurrent = true }}}
 }

@@ -26,6 +26,16 @@ type ReplyHandler func(ctx context.Context, req *Message) (Message, error)
 // its handler, and publishes the reply to the reply topic (and partition)
 // that the request names, echoing its correlation ID byte for byte.
 //
+// Handler calls for one partition are sequential and in order unless
+// WithConcurrentHandlers. On a transport that can publish without waiting
+// and take acks (an AsyncPublisher and an AckSubscriber, as the Kafka
+// transport is), the Responder hands each reply to the transport and goes
+// on to the next request without waiting for the reply's acknowledgement;
+// the request counts as processed (on Kafka: its offset is committed) only
+// once its reply is acknowledged, or could not be published, and so are
+// the replies of every request before it. On other transports it
+// publishes each reply, and waits for it, before the next request.
+//
 // A request whose caller's deadline has passed is skipped, not handled. A
 // handler that returns an error or panics produces an error reply; the
 // Responder keeps serving. It works with any requester that sets the
@@ -73,7 +83,14 @@ func NewResponder(ctx context.Context, t Transport, topic string, h ReplyHandler
 		return nil, errors.New("syncbridge: NewResponder: empty group")
 	}
 	r := &Responder{t: t, cfg: cfg, hooks: hs, h: h, groupName: []byte(cfg.group), waiting: make(map[*deadlineCtx]struct{}), closed: make(chan struct{})}
-	sub, err := t.Subscribe(ctx, SubscribeConfig{Topic: topic, Group: cfg.group, Concurrent: cfg.concurrent}, r.serve)
+	scfg := SubscribeConfig{Topic: topic, Group: cfg.group, Concurrent: cfg.concurrent}
+	var sub Subscription
+	_, async := t.(AsyncPublisher)
+	if as, ok := t.(AckSubscriber); ok && async {
+		sub, err = as.SubscribeAck(ctx, scfg, r.serveAck)
+	} else {
+		sub, err = t.Subscribe(ctx, scfg, r.serve)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("syncbridge: subscribe to request topic %q: %w", topic, err)
 	}
@@ -86,20 +103,76 @@ func NewResponder(ctx context.Context, t Transport, topic string, h ReplyHandler
 // headers.
 type inbound struct {
 	req  Message
-	ctx  deadlineCtx
-	hdrs [1]Header // the correlation ID of a plain reply
+	ctx  deadlineCtx // the handler's; ctx.r is the Responder
+	hdrs [1]Header   // the correlation ID of a plain reply
 }
 
-// serve handles one request: the transport's Handler. It returns once the
-// reply is published (or could not be), so that an at-least-once transport
-// commits the request only after its reply is out.
+// inboundAck is inbound for a reply published without waiting (serveAck):
+// with the reply's context, and what its done callback needs.
+type inboundAck struct {
+	inbound
+	rctx replyCtx    // the reply's publish: the deadline only
+	hi   *HandleInfo // with hooks; else nil
+	ack  func()      // the transport's ack
+}
+
+// serve handles one request: the transport's Handler, when the transport
+// cannot publish without waiting or cannot take acks. It returns once the
+// reply is published (or could not be), so that an at-least-once
+// transport commits the request only after its reply is out.
 func (r *Responder) serve(_ context.Context, msg Message) {
 	in := &inbound{req: msg}
+	hi, out, ok := r.handle(in)
+	if !ok {
+		return
+	}
+	var pctx context.Context = &in.ctx
+	if in.ctx.canceled() { // by Close: the caller still waits, answer it
+		c, cancel := context.WithDeadline(context.Background(), time.Unix(0, in.ctx.deadline))
+		defer cancel()
+		pctx = c
+	}
+	in.published(r.t.Publish(pctx, out), hi)
+}
+
+// serveAck handles one request as serve does, but hands the reply to the
+// transport without waiting for its acknowledgement: the transport's
+// AckHandler, when it is an AsyncPublisher and an AckSubscriber. The
+// request is acked once its reply is acknowledged (or could not be
+// published), so the transport commits it only then, as with serve, while
+// it goes on to the next request meanwhile. The reply's context has the
+// request's deadline and is not cancelled by Close (serve's is the
+// handler's, replaced by one with the deadline alone when Close cancelled
+// it before the reply was published).
+func (r *Responder) serveAck(_ context.Context, msg Message, ack func()) {
+	ia := &inboundAck{inbound: inbound{req: msg}, ack: ack}
+	hi, out, ok := r.handle(&ia.inbound)
+	if !ok {
+		ack()
+		return
+	}
+	ia.hi = hi
+	ia.rctx.deadline = ia.ctx.deadline
+	r.t.(AsyncPublisher).PublishAsync(&ia.rctx, out, ia.done)
+}
+
+// done is PublishAsync's done callback for the reply of ia's request.
+func (ia *inboundAck) done(perr error) {
+	ia.published(perr, ia.hi)
+	ia.rctx.release()
+	ia.ack()
+}
+
+// handle runs the handler for the request in in, and returns the reply to
+// publish, and the HandleInfo, with hooks, to give published once it is;
+// ok false when the request was skipped or the reply is not to be
+// published (its deadline passed): that is done with.
+func (r *Responder) handle(in *inbound) (hi *HandleInfo, out Message, ok bool) {
 	req := &in.req
 	ri, err := parseRequest(req, &r.cfg.headers, &r.replyTo)
 	if err != nil {
 		r.skip(SkipMalformed, req, err)
-		return
+		return nil, out, false
 	}
 	now := time.Now()
 	deadline := ri.deadline
@@ -108,7 +181,7 @@ func (r *Responder) serve(_ context.Context, msg Message) {
 		deadline = now.Add(r.cfg.defaultTimeout)
 	case !now.Before(deadline):
 		r.skip(SkipExpired, req, fmt.Errorf("syncbridge: deadline %v passed", deadline))
-		return
+		return nil, out, false
 	case deadline.UnixNano()-now.UnixNano() > int64(r.cfg.maxTimeout): // no Sub: cheaper
 		deadline = now.Add(r.cfg.maxTimeout)
 	}
@@ -116,10 +189,7 @@ func (r *Responder) serve(_ context.Context, msg Message) {
 	in.ctx.r = r
 	ctx := &in.ctx
 	r.stats.inProgress.Add(1)
-	defer r.stats.inProgress.Add(-1)
-	defer ctx.release()
 	var hctx context.Context = ctx
-	var hi *HandleInfo
 	if r.hooks.handling() {
 		hi = &HandleInfo{Context: ctx, Topic: req.Topic, Group: r.cfg.group, Request: req, ID: ri.id}
 		if !req.Time.IsZero() {
@@ -129,14 +199,13 @@ func (r *Responder) serve(_ context.Context, msg Message) {
 			h.OnHandleStart(hi)
 		}
 		hctx = hi.Context
-		defer r.handleEnd(hi)
 	}
 	reply, err, panicked := r.call(hctx, req)
 	r.stats.handled.Add(1)
 	if hi != nil {
 		hi.Err, hi.Panicked, hi.Handling = err, panicked, time.Since(now)
 	}
-	out := Message{Topic: ri.replyTo, Key: reply.Key, Value: reply.Value, Partition: ri.partition, UsePartition: ri.hasPartition}
+	out = Message{Topic: ri.replyTo, Key: reply.Key, Value: reply.Value, Partition: ri.partition, UsePartition: ri.hasPartition}
 	h := &r.cfg.headers
 	out.Headers = in.hdrs[:0]
 	for _, x := range reply.Headers {
@@ -164,18 +233,14 @@ func (r *Responder) serve(_ context.Context, msg Message) {
 	if r.cfg.dialect.nestReply(&ri) {
 		out.Headers = appendNestHeaders(out.Headers, re)
 	}
-	// The reply is published within the request's deadline: past it,
-	// Publish refuses it (ErrNotSent), since nobody waits for it any more.
-	var pctx context.Context = ctx
-	if ctx.canceled() { // by Close: the caller still waits, answer it
-		var cancel context.CancelFunc
-		pctx, cancel = context.WithDeadline(context.Background(), deadline)
-		defer cancel()
-	}
+	// The reply is published within the request's deadline (a handler
+	// cancelled by Close still answers its caller): past it, Publish
+	// refuses it (ErrNotSent), since nobody waits for it any more.
 	if hi != nil {
 		if !time.Now().Before(deadline) { // no reply hooks for a reply nobody waits for
 			r.stats.replyExpired.Add(1)
-			return
+			in.end(hi)
+			return nil, out, false
 		}
 		m := out // on the heap only when there are hooks
 		for _, h := range r.hooks.replyPub {
@@ -184,7 +249,14 @@ func (r *Responder) serve(_ context.Context, msg Message) {
 		out = m
 		hi.Reply = &m
 	}
-	switch perr := r.t.Publish(pctx, out); {
+	return hi, out, true
+}
+
+// published ends the request once the transport says what became of its
+// reply: perr is what Publish returned, or what PublishAsync's done got.
+func (in *inbound) published(perr error, hi *HandleInfo) {
+	r := in.ctx.r
+	switch {
 	case perr == nil:
 	case errors.Is(perr, context.DeadlineExceeded) && errors.Is(perr, ErrNotSent):
 		// Nobody waits for this reply any more: the deadline passed.
@@ -198,9 +270,23 @@ func (r *Responder) serve(_ context.Context, msg Message) {
 			hi.ReplyErr = perr
 		}
 		if l := r.cfg.logger; l != nil {
-			l.Warn("syncbridge: reply not published", "topic", ri.replyTo, "correlation", string(ri.id), "err", perr)
+			to, _ := in.req.Header(r.cfg.headers.ReplyTopic)
+			id, _ := in.req.Header(r.cfg.headers.CorrelationID)
+			l.Warn("syncbridge: reply not published", "topic", string(to), "correlation", string(id), "err", perr)
 		}
 	}
+	in.end(hi)
+}
+
+// end ends a handled request: HandleEndHooks, the handler's context and
+// the count in progress.
+func (in *inbound) end(hi *HandleInfo) {
+	r := in.ctx.r
+	if hi != nil {
+		r.handleEnd(hi)
+	}
+	in.ctx.release()
+	r.stats.inProgress.Add(-1)
 }
 
 // handleEnd calls the HandleEndHooks.

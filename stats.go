@@ -112,7 +112,9 @@ func (b *Bridge) Stats() Stats {
 
 // ResponderStats are a Responder's counters since NewResponder.
 type ResponderStats struct {
-	// InProgress is the number of handler calls in progress now.
+	// InProgress is the number of requests handed to the handler and not
+	// finished: handler calls in progress, and replies the transport has not
+	// yet acknowledged (or failed).
 	InProgress int
 	// Handled counts requests handed to the handler.
 	Handled uint64

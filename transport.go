@@ -134,6 +134,40 @@ type AsyncPublisher interface {
 	PublishAsync(ctx context.Context, msg Message, done func(error))
 }
 
+// AckHandler is like Handler, but the message is processed only once ack
+// is called for it, not when the call returns: the handler may hand the
+// rest of the work (publishing a reply, say) to something that finishes
+// later, and the transport goes on to the next message meanwhile.
+//
+// ack must be called exactly once per call, from any goroutine, before or
+// after the call returns. Calling it twice, or never, is a bug: a message
+// never acked is never committed, and Subscription.Close waits for it.
+type AckHandler func(ctx context.Context, msg Message, ack func())
+
+// AckSubscriber is implemented by transports that can deliver messages to
+// an AckHandler. A Responder uses it, with an AsyncPublisher, to publish a
+// request's reply without waiting for its acknowledgement before it handles
+// the next request.
+type AckSubscriber interface {
+	// SubscribeAck is Subscribe with an AckHandler; cfg and ctx mean what
+	// they mean for Subscribe. Subscribe(ctx, cfg, h) behaves as SubscribeAck
+	// with a handler that calls h and then ack.
+	//
+	// The transport delivers the next message of a partition once the
+	// handler call for the previous one returned, acked or not: calls stay
+	// sequential and in order per partition unless cfg.Concurrent (which
+	// overlaps them as for Subscribe). A message counts as processed once
+	// ack was called for it and for every message of its partition before
+	// it: a transport with at-least-once delivery commits it then and not
+	// before, and a message not acked when the subscription loses its
+	// partition (the member leaves or dies) is delivered again. A transport
+	// may bound the messages delivered but not acked; it stops delivering
+	// while the bound is reached. Subscription.Close waits for the handler
+	// calls in progress and for the acks of every message already handed
+	// to the handler, then commits what is processed.
+	SubscribeAck(ctx context.Context, cfg SubscribeConfig, h AckHandler) (Subscription, error)
+}
+
 // ResponderChecker is implemented by transports that can tell, from what
 // they already know, whether a topic has responders: a consumer group with
 // at least one member reading it. A Bridge with WithFailFastNoResponders

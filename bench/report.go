@@ -151,12 +151,18 @@ func (res *results) targets() []target {
 		ts = append(ts, target{area: area, what: "syncbridge seq p50 ÷ franz-go linger 0 seq p50", goal: "≤ 1×", r: r, ok: r.med <= 1})
 		r = pairRatio(k.get("syncbridge", "pipe64"), k.get("franz-go", "pipe64"), mPerS)
 		ts = append(ts, target{area: area, what: "syncbridge req/s ÷ franz-go linger 0 req/s, 64 in flight", goal: "≥ 1×", r: r, ok: r.med >= 1})
-		for _, n := range []string{"syncbridge-e2e", "syncbridge-e2e-conc"} {
-			if _, ok := k.runs[n]; !ok {
-				continue
-			}
-			r = pairRatio(k.get(n, "pipe64"), k.get("franz-go", "pipe64"), mPerS)
-			ts = append(ts, target{area: area, what: "(for information) " + n + " req/s ÷ franz-go req/s, 64 in flight", goal: "—", r: r, ok: true})
+		// Issue 11, part 2: syncbridge's own Responder against the franz-go
+		// echo, end to end (requester and responder).
+		if _, ok := k.runs["syncbridge-e2e"]; ok {
+			e2e, fr := k.get("syncbridge-e2e", "pipe64"), k.get("franz-go", "pipe64")
+			r = pairRatio(e2e, fr, mPerS)
+			ts = append(ts, target{area: area, what: "syncbridge-e2e (own Responder, defaults) req/s ÷ franz-go req/s, 64 in flight", goal: "≥ 1×", r: r, ok: r.med >= 1})
+			r = pairRatio(e2e, fr, mCPU)
+			ts = append(ts, target{area: area, what: "syncbridge-e2e CPU per request ÷ franz-go's, 64 in flight", goal: "≤ 1.2×", r: r, ok: r.med <= 1.2})
+		}
+		if _, ok := k.runs["syncbridge-e2e-conc"]; ok {
+			r = pairRatio(k.get("syncbridge-e2e-conc", "pipe64"), k.get("franz-go", "pipe64"), mPerS)
+			ts = append(ts, target{area: area, what: "syncbridge-e2e-conc (WithConcurrentHandlers) req/s ÷ franz-go req/s, 64 in flight", goal: "≥ 1.5×", r: r, ok: r.med >= 1.5})
 		}
 	}
 	ts = append(ts, res.bridgesTargets()...)

@@ -48,8 +48,13 @@
 // reads partitions added to the topic from their start within
 // MetadataMaxAge. A group subscription joins a Kafka consumer group; each
 // assigned partition has its own handler goroutine, and an offset is
-// committed only after the handler returned for its message, so delivery
-// is at least once. Group membership is this package's own, on kafka-go's
+// committed only once its message and every one before it were processed
+// (the handler returned, or, with SubscribeAck, acked them), so delivery
+// is at least once. A syncbridge.Responder on this Transport subscribes
+// with SubscribeAck and publishes each reply with PublishAsync: a
+// partition goes on to its next request while the reply is produced, and
+// the request's offset is committed once its reply, and every earlier
+// one, is acknowledged. Group membership is this package's own, on kafka-go's
 // protocol API: a member keeps its member ID, and through the failure of
 // the group's coordinator (its broker restarted or killed) keeps its
 // generation and reads on while it finds the new coordinator, so the group

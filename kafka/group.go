@@ -1,8 +1,10 @@
 package kafka
 
 import (
+	"cmp"
 	"context"
 	"log/slog"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -22,7 +24,7 @@ type groupSub struct {
 	t          *Transport
 	group      string
 	topic      string
-	h          syncbridge.Handler
+	h          syncbridge.AckHandler
 	concurrent bool            // cfg.Concurrent: handler calls may overlap
 	ctx        context.Context // ends on Close; the handler's context
 	cancel     context.CancelFunc
@@ -30,7 +32,7 @@ type groupSub struct {
 	once       sync.Once
 }
 
-func (t *Transport) subscribeGroup(cfg syncbridge.SubscribeConfig, h syncbridge.Handler) (syncbridge.Subscription, error) {
+func (t *Transport) subscribeGroup(cfg syncbridge.SubscribeConfig, h syncbridge.AckHandler) (syncbridge.Subscription, error) {
 	s := &groupSub{t: t, group: cfg.Group, topic: cfg.Topic, h: h, concurrent: cfg.Concurrent, done: make(chan struct{})}
 	s.ctx, s.cancel = context.WithCancel(t.ctx)
 	if err := t.addSub(s); err != nil {
@@ -45,8 +47,8 @@ func (t *Transport) subscribeGroup(cfg syncbridge.SubscribeConfig, h syncbridge.
 	return s, nil
 }
 
-// Close stops the subscription: it waits for handler calls in progress,
-// commits what they processed, leaves the group (so that the other members
+// Close stops the subscription: it waits for handler calls in progress and
+// for the acks of the messages handed out, commits what is processed, leaves the group (so that the other members
 // take the partitions over at once) and returns once every goroutine has
 // ended. With the group coordinator unreachable, the commit and the leave
 // request may each take DialTimeout (5 s by default). Idempotent.
@@ -83,25 +85,28 @@ func (s *groupSub) run() {
 	}
 }
 
-// concurrentPerPartition bounds the handler calls in progress for one
-// partition of a Concurrent group subscription.
-const concurrentPerPartition = 256
+// pendingPerPartition bounds the records of one partition handed to the
+// handler and not acked, and, for a Concurrent subscription, the handler
+// calls in progress.
+const pendingPerPartition = 256
 
 // partWorker runs the handler for one assigned partition.
 type partWorker struct {
 	cur       *cursor
 	batches   chan []record // fetched records waiting for the handler
-	processed atomic.Int64  // offset up to which every record was handled; -1: none
+	processed atomic.Int64  // offset up to which every record was acked; -1: none
 	committed int64         // last offset committed; the committer's
+	unacked   chan struct{} // a slot per record handed out and not acked
+	calls     chan struct{} // Concurrent: a slot per handler call in progress
 
-	mu       sync.Mutex // protects inFlight (Concurrent subscriptions)
-	inFlight []flight   // dispatched records, in offset order
+	mu       sync.Mutex // protects inFlight
+	inFlight []flight   // records handed out and not yet below processed, in offset order
 }
 
-// flight is a record whose handler call was started.
+// flight is a record handed to the handler.
 type flight struct {
 	offset int64
-	done   bool
+	acked  bool
 }
 
 func (w *partWorker) dispatched(offset int64) {
@@ -110,27 +115,31 @@ func (w *partWorker) dispatched(offset int64) {
 	w.mu.Unlock()
 }
 
-// finished marks the handler call for offset done and reports whether the
-// processed offset moved: only a prefix of done calls can be committed.
-func (w *partWorker) finished(offset int64) bool {
+// acked marks the record at offset acked. It reports whether this was its
+// first ack (later ones do nothing), and whether the processed offset
+// moved: only a prefix of acked records can be committed.
+func (w *partWorker) acked(offset int64) (first, moved bool) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	for i := range w.inFlight {
-		if w.inFlight[i].offset == offset {
-			w.inFlight[i].done = true
-			break
-		}
+	i, found := slices.BinarySearchFunc(w.inFlight, offset, func(f flight, o int64) int { return cmp.Compare(f.offset, o) })
+	if !found || w.inFlight[i].acked {
+		return false, false // acked before (and perhaps below processed since)
 	}
-	n := 0
-	for n < len(w.inFlight) && w.inFlight[n].done {
+	w.inFlight[i].acked = true
+	if i != 0 {
+		return true, false // an earlier record is not acked
+	}
+	n := 1
+	for n < len(w.inFlight) && w.inFlight[n].acked {
 		n++
 	}
-	if n == 0 {
-		return false
-	}
 	w.processed.Store(w.inFlight[n-1].offset + 1)
-	w.inFlight = append(w.inFlight[:0], w.inFlight[n:]...)
-	return true
+	if n == len(w.inFlight) {
+		w.inFlight = w.inFlight[:0]
+	} else {
+		w.inFlight = append(w.inFlight[:0], w.inFlight[n:]...)
+	}
+	return true, true
 }
 
 // runGeneration consumes the partitions of one generation until it ends.
@@ -189,6 +198,10 @@ func (s *groupSub) runGeneration(gctx context.Context, gen *generation) {
 			cur:       &cursor{partition: a.partition, offset: off},
 			batches:   make(chan []record, workerQueue),
 			committed: off,
+			unacked:   make(chan struct{}, pendingPerPartition),
+		}
+		if s.concurrent {
+			w.calls = make(chan struct{}, pendingPerPartition)
 		}
 		w.processed.Store(-1)
 		w.cur.paused = func() bool { return len(w.batches) == cap(w.batches) }
@@ -197,17 +210,17 @@ func (s *groupSub) runGeneration(gctx context.Context, gen *generation) {
 	}
 
 	// Handlers: one goroutine per partition, calling the handler in offset
-	// order; or, for a Concurrent subscription, up to concurrentPerPartition
-	// handler calls at once per partition, committing the offsets below the
-	// oldest call in progress. They stop dispatching when the generation
-	// ends; what they did not handle is re-delivered to the partition's next
-	// owner.
+	// order, the next call once the previous returned; or, for a Concurrent
+	// subscription, each call in a goroutine of its own, up to
+	// pendingPerPartition at once. Either way at most pendingPerPartition
+	// records per partition are handed out and not acked, and the offsets
+	// committed are those below the oldest record not acked. They stop
+	// dispatching when the generation ends; what they did not hand out is
+	// re-delivered to the partition's next owner. hwg counts the
+	// dispatchers, the Concurrent calls in progress, and the records not
+	// acked.
 	var hwg sync.WaitGroup
 	for _, w := range workers {
-		var slots chan struct{}
-		if s.concurrent {
-			slots = make(chan struct{}, concurrentPerPartition)
-		}
 		hwg.Go(func() {
 			for {
 				select {
@@ -219,24 +232,40 @@ func (s *groupSub) runGeneration(gctx context.Context, gen *generation) {
 						if ctx.Err() != nil {
 							return
 						}
-						if slots == nil {
-							s.h(s.ctx, r.msg)
-							w.processed.Store(r.offset + 1)
-							signal(dirty)
-							continue
-						}
 						select {
-						case slots <- struct{}{}:
+						case w.unacked <- struct{}{}:
 						case <-ctx.Done():
 							return
 						}
-						w.dispatched(r.offset)
-						hwg.Go(func() {
-							s.h(s.ctx, r.msg)
-							<-slots
-							if w.finished(r.offset) {
+						if w.calls != nil {
+							select {
+							case w.calls <- struct{}{}:
+							case <-ctx.Done():
+								<-w.unacked
+								return
+							}
+						}
+						off := r.offset
+						w.dispatched(off)
+						hwg.Add(1) // done at the ack
+						ack := func() {
+							first, moved := w.acked(off)
+							if !first {
+								return
+							}
+							if moved {
 								signal(dirty)
 							}
+							<-w.unacked
+							hwg.Done()
+						}
+						if w.calls == nil {
+							s.h(s.ctx, r.msg, ack)
+							continue
+						}
+						hwg.Go(func() {
+							s.h(s.ctx, r.msg, ack)
+							<-w.calls
 						})
 					}
 				}
@@ -304,8 +333,9 @@ func (s *groupSub) runGeneration(gctx context.Context, gen *generation) {
 	rd.run(ctx, curs)
 
 	// The generation (or the subscription) ended: let the handlers finish
-	// the message in progress, then commit what they processed before the
-	// partitions go to another member.
+	// the calls in progress and wait for the acks of what they were handed,
+	// then commit what is processed before the partitions go to another
+	// member.
 	hwg.Wait()
 	<-committerDone
 	fctx, fcancel := context.WithTimeout(context.Background(), t.cfg.dialTimeout)

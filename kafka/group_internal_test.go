@@ -2,8 +2,10 @@ package kafka
 
 import "testing"
 
-// A Concurrent subscription commits only below the oldest call in progress.
-func TestPartWorkerFinishedOutOfOrder(t *testing.T) {
+// A group subscription commits only below the oldest record not acked
+// (with Subscribe, acked when the handler returned); a second ack of a
+// record does nothing.
+func TestPartWorkerAckedOutOfOrder(t *testing.T) {
 	offsets := []int64{10, 11, 13, 14, 20} // gaps: compaction, control records
 	tests := []struct {
 		finish int64
@@ -22,14 +24,17 @@ func TestPartWorkerFinishedOutOfOrder(t *testing.T) {
 		w.dispatched(o)
 	}
 	for _, tt := range tests {
-		if moved := w.finished(tt.finish); moved != tt.moved {
-			t.Errorf("finished(%d) moved = %v, want %v", tt.finish, moved, tt.moved)
+		if first, moved := w.acked(tt.finish); !first || moved != tt.moved {
+			t.Errorf("acked(%d) = %v, %v, want true, %v", tt.finish, first, moved, tt.moved)
 		}
 		if got := w.processed.Load(); got != tt.want {
-			t.Errorf("after finished(%d): processed %d, want %d", tt.finish, got, tt.want)
+			t.Errorf("after acked(%d): processed %d, want %d", tt.finish, got, tt.want)
+		}
+		if first, moved := w.acked(tt.finish); first || moved {
+			t.Errorf("second acked(%d) = %v, %v, want false, false", tt.finish, first, moved)
 		}
 	}
 	if len(w.inFlight) != 0 {
-		t.Errorf("%d calls still in flight, want 0", len(w.inFlight))
+		t.Errorf("%d records still in flight, want 0", len(w.inFlight))
 	}
 }

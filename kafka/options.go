@@ -300,7 +300,9 @@ func RetryBackoff(first, max time.Duration) Option {
 // CommitInterval sets how often a group subscription commits the offsets
 // its handlers processed: a commit follows the first processed message
 // after the previous commit by at most this long. An offset is only ever
-// committed after the handler returned for its message, and processed
+// committed once its message was processed (the handler returned for it
+// with Subscribe, or acked it with SubscribeAck) and so was every message
+// of the partition before it, and processed
 // offsets are always committed before partitions are given up (rebalance,
 // Close); the interval only bounds what a crash re-delivers. Zero commits
 // as soon as the previous commit is done, which costs one commit request

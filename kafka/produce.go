@@ -235,7 +235,7 @@ func (t *Transport) PublishAsync(ctx context.Context, msg syncbridge.Message, do
 	}
 	r := newPending(&msg)
 	r.ctx, r.done = ctx, done
-	r.stop = context.AfterFunc(ctx, r.ctxEnded)
+	r.stop = afterFunc(ctx, r.ctxEnded)
 	if m := t.cachedMeta(r.topic); m != nil && t.dispatch(r, m, true) {
 		return
 	}
@@ -612,4 +612,21 @@ func murmur2(data []byte) uint32 {
 	h *= m
 	h ^= h >> 15
 	return h
+}
+
+// afterFuncer is a context that runs a function when it ends without a
+// goroutine of its own, as syncbridge's own contexts (a Call's, a
+// Responder's reply's) do: context.AfterFunc uses it too, but allocates
+// a context and two closures around it.
+type afterFuncer interface {
+	AfterFunc(func()) func() bool
+}
+
+// afterFunc is context.AfterFunc, calling ctx's AfterFunc directly when it
+// has one.
+func afterFunc(ctx context.Context, f func()) (stop func() bool) {
+	if a, ok := ctx.(afterFuncer); ok {
+		return a.AfterFunc(f)
+	}
+	return context.AfterFunc(ctx, f)
 }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"sync"
 
 	"github.com/syncbridge/syncbridge"
 )
@@ -42,11 +43,41 @@ import (
 // ctx bounds Subscribe only. The handler's context ends when the
 // subscription closes. Safe for concurrent use.
 func (t *Transport) Subscribe(ctx context.Context, cfg syncbridge.SubscribeConfig, h syncbridge.Handler) (syncbridge.Subscription, error) {
-	if cfg.Topic == "" {
-		return nil, errors.New("syncbridge/kafka: subscribe: no topic")
-	}
 	if h == nil {
 		return nil, errors.New("syncbridge/kafka: subscribe: nil handler")
+	}
+	return t.subscribe(ctx, cfg, h, nil)
+}
+
+// SubscribeAck is Subscribe with an AckHandler (syncbridge.AckSubscriber):
+// a message counts as handled once ack was called for it, not when the
+// handler returns. The next message of a partition is delivered once the
+// call for the previous one returned (or, with cfg.Concurrent, as for
+// Subscribe), so a handler can pass the end of its work on, a reply's
+// acknowledgement say, and the partition moves on meanwhile. Up to 256
+// messages per partition may be pending (handed to the handler, and not
+// both returned and acked); the partition waits while that many are.
+//
+// With cfg.Group, an offset is committed only once ack was called for its
+// message and for every message of the partition before it; a message not
+// acked when the member loses the partition (a crash, a lost session) is
+// delivered again to the partition's next owner, as is every message after
+// it. Close, and the end of a generation in a rebalance, wait for the
+// handler calls in progress and for the acks of every message handed out
+// before committing and giving the partitions up: a handler that never
+// acks holds them (and Close) up. Without cfg.Group, nothing is committed,
+// and Close waits for the outstanding acks too.
+func (t *Transport) SubscribeAck(ctx context.Context, cfg syncbridge.SubscribeConfig, h syncbridge.AckHandler) (syncbridge.Subscription, error) {
+	if h == nil {
+		return nil, errors.New("syncbridge/kafka: subscribe: nil handler")
+	}
+	return t.subscribe(ctx, cfg, nil, h)
+}
+
+// subscribe is Subscribe with h, or SubscribeAck with ah.
+func (t *Transport) subscribe(ctx context.Context, cfg syncbridge.SubscribeConfig, h syncbridge.Handler, ah syncbridge.AckHandler) (syncbridge.Subscription, error) {
+	if cfg.Topic == "" {
+		return nil, errors.New("syncbridge/kafka: subscribe: no topic")
 	}
 	if t.ctx.Err() != nil {
 		return nil, errClosed
@@ -56,7 +87,13 @@ func (t *Transport) Subscribe(ctx context.Context, cfg syncbridge.SubscribeConfi
 		return nil, err
 	}
 	if cfg.Group != "" {
-		return t.subscribeGroup(cfg, h)
+		if ah == nil {
+			ah = func(ctx context.Context, msg syncbridge.Message, ack func()) {
+				h(ctx, msg)
+				ack()
+			}
+		}
+		return t.subscribeGroup(cfg, ah)
 	}
 	parts := m.partitions
 	if cfg.Partitions != nil {
@@ -72,7 +109,35 @@ func (t *Transport) Subscribe(ctx context.Context, cfg syncbridge.SubscribeConfi
 			}
 		}
 	}
-	return t.subscribeBroadcast(ctx, cfg.Topic, parts, cfg.Partitions == nil, h)
+	if ah == nil {
+		return t.subscribeBroadcast(ctx, cfg.Topic, parts, cfg.Partitions == nil, h)
+	}
+	as := &ackedSub{}
+	sub, err := t.subscribeBroadcast(ctx, cfg.Topic, parts, cfg.Partitions == nil, func(ctx context.Context, msg syncbridge.Message) {
+		as.wg.Add(1)
+		var once sync.Once
+		ah(ctx, msg, func() { once.Do(as.wg.Done) })
+	})
+	if err != nil {
+		return nil, err
+	}
+	as.Subscription = sub
+	return as, nil
+}
+
+// ackedSub is a broadcast subscription with an AckHandler: Close waits for
+// the outstanding acks too.
+type ackedSub struct {
+	syncbridge.Subscription
+	wg sync.WaitGroup // messages handed out, not acked
+}
+
+// Close closes the subscription and waits for the acks of the messages it
+// handed out.
+func (s *ackedSub) Close() error {
+	err := s.Subscription.Close()
+	s.wg.Wait()
+	return err
 }
 
 // topicMetaRetry is topicMeta, retried within ctx on retriable errors.
@@ -109,3 +174,5 @@ func (t *Transport) retry(ctx context.Context, f func() error) error {
 		}
 	}
 }
+
+var _ syncbridge.AckSubscriber = (*Transport)(nil)

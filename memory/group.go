@@ -117,7 +117,9 @@ const maxConcurrent = 64
 type member struct {
 	g      *group
 	h      syncbridge.Handler
-	sem    chan struct{} // for a Concurrent member: a slot per call in progress
+	ah     syncbridge.AckHandler // SubscribeAck's handler (then h is nil): see ack.go
+	conc   bool                  // Concurrent
+	sem    chan struct{}         // for a Concurrent member: a slot per call in progress; with ah, per message pending
 	ctx    context.Context
 	cancel context.CancelFunc
 	once   sync.Once
@@ -127,7 +129,7 @@ type member struct {
 
 // join adds a member to the named group of tp, creating the group (and its
 // goroutines) on first use.
-func (t *Transport) join(tp *topic, name string, h syncbridge.Handler, concurrent bool) (syncbridge.Subscription, error) {
+func (t *Transport) join(tp *topic, name string, h syncbridge.Handler, ah syncbridge.AckHandler, concurrent bool) (syncbridge.Subscription, error) {
 	tp.mu.Lock()
 	var g *group
 	for _, x := range *tp.groups.Load() {
@@ -168,9 +170,12 @@ func (t *Transport) join(tp *topic, name string, h syncbridge.Handler, concurren
 	tp.mu.Unlock()
 
 	ctx, cancel := context.WithCancel(context.Background())
-	m := &member{g: g, h: h, ctx: ctx, cancel: cancel, active: newGate()}
-	if concurrent {
+	m := &member{g: g, h: h, ah: ah, conc: concurrent, ctx: ctx, cancel: cancel, active: newGate()}
+	switch {
+	case concurrent:
 		m.sem = make(chan struct{}, maxConcurrent)
+	case ah != nil:
+		m.sem = make(chan struct{}, maxPending)
 	}
 	g.mu.Lock()
 	ms := append(slices.Clone(*g.members.Load()), m)
@@ -383,6 +388,10 @@ func (g *group) handOver(p int, msg syncbridge.Message) bool {
 				<-changed
 			}
 			continue
+		}
+		if m.ah != nil {
+			m.handAck(msg)
+			return true
 		}
 		if m.sem != nil {
 			// Concurrent: the call runs on its own, and the worker goes

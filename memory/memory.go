@@ -302,8 +302,16 @@ func (t *Transport) HasResponders(name string) (has, known bool) {
 // Subscribe subscribes h to cfg.Topic: see the package documentation.
 // The subscription is positioned when Subscribe returns.
 func (t *Transport) Subscribe(ctx context.Context, cfg syncbridge.SubscribeConfig, h syncbridge.Handler) (syncbridge.Subscription, error) {
+	if h == nil {
+		return nil, errors.New("syncbridge/memory: subscribe: empty topic or nil handler")
+	}
+	return t.subscribe(ctx, cfg, h, nil)
+}
+
+// subscribe is Subscribe with h, or SubscribeAck with ah (ack.go).
+func (t *Transport) subscribe(ctx context.Context, cfg syncbridge.SubscribeConfig, h syncbridge.Handler, ah syncbridge.AckHandler) (syncbridge.Subscription, error) {
 	t.init()
-	if cfg.Topic == "" || h == nil {
+	if cfg.Topic == "" {
 		return nil, errors.New("syncbridge/memory: subscribe: empty topic or nil handler")
 	}
 	if err := ctx.Err(); err != nil {
@@ -319,10 +327,15 @@ func (t *Transport) Subscribe(ctx context.Context, cfg syncbridge.SubscribeConfi
 		return nil, err
 	}
 	if cfg.Group != "" {
-		return t.join(tp, cfg.Group, h, cfg.Concurrent)
+		return t.join(tp, cfg.Group, h, ah, cfg.Concurrent)
+	}
+	var acks *sync.WaitGroup
+	if ah != nil {
+		acks = new(sync.WaitGroup)
+		h = ackedHandler(ah, acks)
 	}
 	sctx, cancel := context.WithCancel(context.Background())
-	s := &bsub{active: newGate(), t: t, tp: tp, h: h, ctx: sctx, cancel: cancel, done: make(chan struct{}), exited: make(chan struct{})}
+	s := &bsub{active: newGate(), t: t, tp: tp, h: h, acks: acks, ctx: sctx, cancel: cancel, done: make(chan struct{}), exited: make(chan struct{})}
 	if cfg.Partitions != nil {
 		s.parts = slices.Clone(cfg.Partitions)
 	}
@@ -380,7 +393,8 @@ type bsub struct {
 	t      *Transport
 	tp     *topic
 	h      syncbridge.Handler
-	parts  []int32 // nil: every partition
+	acks   *sync.WaitGroup // SubscribeAck: messages not acked; else nil
+	parts  []int32         // nil: every partition
 	ctx    context.Context
 	cancel context.CancelFunc
 	q      chan syncbridge.Message // nil for a concurrent subscription
@@ -414,7 +428,8 @@ func (s *bsub) run() {
 	}
 }
 
-// Close ends the subscription and waits for its handler call in progress.
+// Close ends the subscription and waits for its handler call in progress,
+// and for the acks of the messages it handed out (SubscribeAck).
 func (s *bsub) Close() error {
 	s.once.Do(func() {
 		s.tp.mu.Lock()
@@ -427,6 +442,9 @@ func (s *bsub) Close() error {
 	})
 	s.active.wait() // inline calls in progress
 	<-s.exited
+	if s.acks != nil {
+		s.acks.Wait()
+	}
 	return nil
 }
 

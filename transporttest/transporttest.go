@@ -12,8 +12,9 @@
 // The suite checks the Transport contract (delivery, broadcast positioning,
 // consumer groups, keys and partitions, headers, offsets and timestamps,
 // cancellation and ErrNotSent, PublishAsync when the transport has it,
-// Concurrent handler calls, Close and the error after it) and runs Bridges
-// and Responders over the transport.
+// Concurrent handler calls, SubscribeAck when the transport has it
+// (pipelined delivery, order, Close waiting for acks), Close and the error
+// after it) and runs Bridges and Responders over the transport.
 package transporttest
 
 import (
@@ -69,6 +70,9 @@ func Run(t *testing.T, s Setup) {
 		{"PublishAsync", testPublishAsync},
 		{"DeliveredOffsetAndTime", testOffsetAndTime},
 		{"ConcurrentOverlaps", testConcurrentOverlaps},
+		{"AckPipelines", testAckPipelines},
+		{"AckOrder", testAckOrder},
+		{"AckCloseWaits", testAckCloseWaits},
 		{"CloseStopsDelivery", testCloseStopsDelivery},
 		{"HasResponders", testHasResponders},
 		{"UseAfterClose", testUseAfterClose},
