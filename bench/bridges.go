@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"os"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -133,38 +132,10 @@ func (e *kafkaEnv) newBridges(name string) (_ *contender, err error) {
 }
 
 // runBridges measures the bridges configurations on kfake or the real
-// broker, as runKafka does.
+// broker.
 func runBridges(c config, real bool) *section {
-	s := &section{
-		kind:   "bridges",
-		title:  "Many Bridges",
-		names:  c.pick(bridgesNames),
-		desc:   map[string]string{},
-		levels: []string{"seq", "pipe64"},
-		runs:   map[string]map[string]*series{},
-	}
-	saved := os.Getenv("KAFKA_BROKERS")
-	if !real {
-		os.Unsetenv("KAFKA_BROKERS")
-		defer os.Setenv("KAFKA_BROKERS", saved)
-	}
-	env, err := startKafka()
-	if err != nil {
-		s.err = err
-		return s
-	}
-	defer env.close()
-	s.broker = env.label
-	s.title = "Many Bridges on one reply topic, on " + env.label
-	logf("bridges section on %s", env.label)
-	measure(c, s, env.newBridges, func(_ *contender, level string) load {
-		l := load{callers: 1, dur: c.kafkaDur}
-		if level == "pipe64" {
-			l.callers = 64
-		}
-		return l
-	})
-	return s
+	return runOnBroker(c, real, &section{kind: "bridges", names: c.pick(bridgesNames)}, "Many Bridges on one reply topic, on ",
+		func(e *kafkaEnv) func(string) (*contender, error) { return e.newBridges })
 }
 
 // bridgesTargets are the Targets rows of the bridges sections.
@@ -224,18 +195,6 @@ func (res *results) bridgesMarkdown(w func(format string, args ...any)) {
 			}
 			w(" %d |\n", q.errs()+p.errs())
 		}
-		w("\n")
-		for _, n := range s.names {
-			w("- **%s**: %s\n", n, s.desc[n])
-		}
-		w("\nCPU µs/req is the CPU time of the whole benchmark process per request: Bridges, Responder and, on kfake, the broker (which then also pays for every Bridge's fetches).\n\n")
-		for _, n := range s.names {
-			for _, l := range s.levels {
-				if e := s.get(n, l).firstErr(); e != nil {
-					w("- %s %s: first error: `%v`\n", n, l, e)
-				}
-			}
-		}
-		w("CPU during this section: this process %.2f cores (the broker included when it is kfake), other processes %.2f cores (a real broker included) on average (load average %s → %s).\n\n", s.cpu.selfCores, s.cpu.otherCores, s.cpu.loadAvgFrom, s.cpu.loadAvgTo)
+		writeBrokerNotes(w, s, "CPU µs/req is the CPU time of the whole benchmark process per request: Bridges, Responder and, on kfake, the broker (which then also pays for every Bridge's fetches).")
 	}
 }

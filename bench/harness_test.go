@@ -44,14 +44,7 @@ func TestInprocContenders(t *testing.T) {
 }
 
 func TestKafkaContenders(t *testing.T) {
-	if os.Getenv("KAFKA_BROKERS") != "" {
-		t.Setenv("KAFKA_BROKERS", "") // kfake: this checks the harness, not a broker
-	}
-	e, err := startKafka()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer e.close()
+	e := kfakeEnv(t)
 	for _, name := range kafkaNames {
 		t.Run(name, func(t *testing.T) {
 			c, err := e.newKafka(name)
@@ -175,14 +168,7 @@ func TestRenderOlderResults(t *testing.T) {
 // kfake and runs 256 requests through it at 64 in flight: every one is
 // answered, by every Bridge in turn.
 func TestBridgesConfigs(t *testing.T) {
-	if os.Getenv("KAFKA_BROKERS") != "" {
-		t.Setenv("KAFKA_BROKERS", "") // kfake: this checks the harness, not a broker
-	}
-	e, err := startKafka()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer e.close()
+	e := kfakeEnv(t)
 	for _, name := range bridgesNames {
 		t.Run(name, func(t *testing.T) {
 			c, err := e.newBridges(name)
@@ -210,4 +196,19 @@ func TestBridgesConfigs(t *testing.T) {
 	if _, _, err := bridgesConfig("sideways-3"); err == nil {
 		t.Error("an unknown configuration was accepted")
 	}
+}
+
+// kfakeEnv starts a kfake broker for the test, even with KAFKA_BROKERS set:
+// the harness tests check the harness, not a broker.
+func kfakeEnv(t *testing.T) *kafkaEnv {
+	t.Helper()
+	if os.Getenv("KAFKA_BROKERS") != "" {
+		t.Setenv("KAFKA_BROKERS", "")
+	}
+	e, err := startKafka()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(e.close)
+	return e
 }

@@ -369,14 +369,19 @@ func runInproc(c config) *section {
 }
 
 func runKafka(c config, real bool) *section {
-	s := &section{
-		kind:   "Kafka",
-		title:  "Kafka",
-		names:  c.pick(kafkaNames),
-		desc:   map[string]string{},
-		levels: []string{"seq", "pipe64"},
-		runs:   map[string]map[string]*series{},
-	}
+	return runOnBroker(c, real, &section{kind: "Kafka", names: c.pick(kafkaNames)}, "Kafka on ",
+		func(e *kafkaEnv) func(string) (*contender, error) { return e.newKafka })
+}
+
+// runOnBroker measures the contenders of s (kind and names set) on kfake
+// or, when real, on the broker at KAFKA_BROKERS; build gives the
+// contenders' constructor on the broker, titled titlePrefix + the broker.
+// Sequential runs of a contender with maxSeq are capped at maxSeq requests.
+func runOnBroker(c config, real bool, s *section, titlePrefix string, build func(*kafkaEnv) func(string) (*contender, error)) *section {
+	s.title = strings.TrimSuffix(strings.TrimSuffix(strings.TrimSpace(titlePrefix), " on"), ",") // until the broker is known
+	s.desc = map[string]string{}
+	s.levels = []string{"seq", "pipe64"}
+	s.runs = map[string]map[string]*series{}
 	saved := os.Getenv("KAFKA_BROKERS")
 	if !real {
 		os.Unsetenv("KAFKA_BROKERS")
@@ -389,9 +394,9 @@ func runKafka(c config, real bool) *section {
 	}
 	defer env.close()
 	s.broker = env.label
-	s.title = "Kafka on " + env.label
-	logf("Kafka section on %s", env.label)
-	measure(c, s, env.newKafka, func(ct *contender, level string) load {
+	s.title = titlePrefix + env.label
+	logf("%s section on %s", s.kind, env.label)
+	measure(c, s, build(env), func(ct *contender, level string) load {
 		l := load{callers: 1, dur: c.kafkaDur}
 		if level == "pipe64" {
 			l.callers = 64

@@ -197,6 +197,30 @@ func (res *results) targets() []target {
 	return ts
 }
 
+// writeBrokerNotes ends the table of a Kafka or bridges section: what each
+// contender is, what the table's columns mean (notes), the first error of
+// every run that had one, and how busy the machine was.
+func writeBrokerNotes(w func(format string, args ...any), s *section, notes string) {
+	w("\n")
+	for _, n := range s.names {
+		w("- **%s**: %s\n", n, s.desc[n])
+	}
+	w("\n%s\n\n", notes)
+	errLines := 0
+	for _, n := range s.names {
+		for _, l := range s.levels {
+			if e := s.get(n, l).firstErr(); e != nil {
+				w("- %s %s: first error: `%v`\n", n, l, e)
+				errLines++
+			}
+		}
+	}
+	if errLines > 0 {
+		w("\n")
+	}
+	w("CPU during this section: this process %.2f cores (the broker included when it is kfake), other processes %.2f cores (a real broker included) on average (load average %s → %s).\n\n", s.cpu.selfCores, s.cpu.otherCores, s.cpu.loadAvgFrom, s.cpu.loadAvgTo)
+}
+
 func (res *results) markdown(c config) string {
 	var b strings.Builder
 	w := func(format string, args ...any) { fmt.Fprintf(&b, format, args...) }
@@ -294,24 +318,7 @@ func (res *results) markdown(c config) string {
 			}
 			w(" %d |\n", q.errs()+p.errs())
 		}
-		w("\n")
-		for _, n := range s.names {
-			w("- **%s**: %s\n", n, s.desc[n])
-		}
-		w("\nThe common echo responder (every contender but the syncbridge-e2e ones) is a franz-go client with `ProducerLinger(0)` that consumes the request topic and produces each value back to the topic in `kafka_replyTopic` with the `kafka_correlationId` header. Every latency is timed. kafka-go-default takes about a second per request (BatchTimeout 0 means 1 s), so its sequential runs are capped at a few requests. CPU µs/req is the CPU time of the whole benchmark process per request — requester, the common echo responder and, on kfake, the broker — so it compares contenders fairly even on a busy machine. On kfake the broker counts the produce and fetch requests it receives during each run (requester and echo responder together): fewer requests per round trip means fatter batches.\n\n")
-		errLines := 0
-		for _, n := range s.names {
-			for _, l := range s.levels {
-				if e := s.get(n, l).firstErr(); e != nil {
-					w("- %s %s: first error: `%v`\n", n, l, e)
-					errLines++
-				}
-			}
-		}
-		if errLines > 0 {
-			w("\n")
-		}
-		w("CPU during this section: this process %.2f cores (the broker included when it is kfake), other processes %.2f cores (a real broker included) on average (load average %s → %s).\n\n", s.cpu.selfCores, s.cpu.otherCores, s.cpu.loadAvgFrom, s.cpu.loadAvgTo)
+		writeBrokerNotes(w, s, "The common echo responder (every contender but the syncbridge-e2e ones) is a franz-go client with `ProducerLinger(0)` that consumes the request topic and produces each value back to the topic in `kafka_replyTopic` with the `kafka_correlationId` header. Every latency is timed. kafka-go-default takes about a second per request (BatchTimeout 0 means 1 s), so its sequential runs are capped at a few requests. CPU µs/req is the CPU time of the whole benchmark process per request — requester, the common echo responder and, on kfake, the broker — so it compares contenders fairly even on a busy machine. On kfake the broker counts the produce and fetch requests it receives during each run (requester and echo responder together): fewer requests per round trip means fatter batches.")
 	}
 
 	res.bridgesMarkdown(w)

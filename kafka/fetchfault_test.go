@@ -293,46 +293,15 @@ func TestFetchNewLeaderAtOnce(t *testing.T) {
 	defer sub.Close()
 
 	const failures = 4 // the backoff is then first << 3
-	var (
-		refused   atomic.Int64
-		newLeader atomic.Int32 // set at the move
-		refusedAt atomic.Bool  // the new leader refused its first fetch
-	)
-	newLeader.Store(-1)
-	fourth := make(chan struct{})
-	c.ControlKey(int16(kmsg.Fetch), func(kmsg.Request) (kmsg.Response, error, bool) {
-		c.KeepControl()
-		switch c.CurrentNode() {
-		case victim:
-			if refused.Add(1) == failures {
-				close(fourth)
-			}
-			return nil, errors.New("broker down for fetches"), true
-		case newLeader.Load():
-			// A new leader that has not applied its leadership yet
-			// refuses the first fetch.
-			if refusedAt.CompareAndSwap(false, true) {
-				return nil, errors.New("not the leader yet"), true
-			}
-		}
-		return nil, nil, false
-	})
+	f := failLeader(c, kmsg.Fetch, victim, failures, "broker down for fetches")
 	select {
-	case <-fourth:
+	case <-f.nth:
 	case <-ctx.Done():
 		t.Fatal("the victim was not asked to fetch")
 	}
 	// The partition has just been handed back for the fourth time: the
 	// old leader gets it again only after first << 3.
-	var to int32
-	for to == victim {
-		to++
-	}
-	moved := time.Now()
-	newLeader.Store(to)
-	if err := c.MoveTopicPartition(topic, 0, to); err != nil {
-		t.Fatal(err)
-	}
+	to, moved := f.move(t, topic)
 	if err := pub.Publish(ctx, syncbridge.Message{Topic: topic, Partition: 0, UsePartition: true, Value: []byte("after the move")}); err != nil {
 		t.Fatal(err)
 	}
@@ -346,11 +315,62 @@ func TestFetchNewLeaderAtOnce(t *testing.T) {
 	}
 	took := time.Since(moved)
 	t.Logf("partition 0 moved from broker %d (%d fetches refused, backoff now %v) to broker %d (first fetch refused: %v): its next message arrived %v after the move",
-		victim, refused.Load(), first<<(failures-1), to, refusedAt.Load(), took.Round(time.Millisecond))
-	if !refusedAt.Load() {
+		victim, f.refused.Load(), first<<(failures-1), to, f.refusedAt.Load(), took.Round(time.Millisecond))
+	if !f.refusedAt.Load() {
 		t.Error("the new leader was not asked to fetch before the message arrived")
 	}
 	if took > 6*first {
 		t.Errorf("the message arrived %v after the move, want within %v: the partition waited for the failed leader's backoff", took, 6*first)
 	}
+}
+
+// leaderFailure makes a kfake cluster refuse the requests of one kind that
+// reach the victim broker, and the first one that reaches the broker the
+// test then moves partition 0 to, as a new leader that has not applied its
+// leadership yet does.
+type leaderFailure struct {
+	c         *kfake.Cluster
+	victim    int32
+	refused   atomic.Int64  // requests the victim refused
+	newLeader atomic.Int32  // -1 until move
+	refusedAt atomic.Bool   // the new leader refused its first request
+	nth       chan struct{} // closed at the victim's failures-th refusal
+}
+
+func failLeader(c *kfake.Cluster, key kmsg.Key, victim int32, failures int64, downErr string) *leaderFailure {
+	f := &leaderFailure{c: c, victim: victim, nth: make(chan struct{})}
+	f.newLeader.Store(-1)
+	c.ControlKey(int16(key), func(kmsg.Request) (kmsg.Response, error, bool) {
+		c.KeepControl()
+		switch c.CurrentNode() {
+		case victim:
+			if f.refused.Add(1) == failures {
+				close(f.nth)
+			}
+			// The connection drops with the request sent.
+			return nil, errors.New(downErr), true
+		case f.newLeader.Load():
+			if f.refusedAt.CompareAndSwap(false, true) {
+				return nil, errors.New("not the leader yet"), true
+			}
+		}
+		return nil, nil, false
+	})
+	return f
+}
+
+// move hands partition 0 of topic from the victim to another broker, and
+// returns that broker and when it moved.
+func (f *leaderFailure) move(t *testing.T, topic string) (int32, time.Time) {
+	t.Helper()
+	var to int32
+	for to == f.victim {
+		to++
+	}
+	moved := time.Now()
+	f.newLeader.Store(to)
+	if err := f.c.MoveTopicPartition(topic, 0, to); err != nil {
+		t.Fatal(err)
+	}
+	return to, moved
 }

@@ -287,55 +287,24 @@ func TestProduceNewLeaderAtOnce(t *testing.T) {
 
 	victim := c.LeaderFor(topic, 0)
 	const failures = 4 // the backoff is then first << 3
-	var (
-		refused   atomic.Int64
-		newLeader atomic.Int32 // set at the move
-		refusedAt atomic.Bool  // the new leader refused its first request
-	)
-	newLeader.Store(-1)
-	fourth := make(chan struct{})
-	c.ControlKey(int16(kmsg.Produce), func(kmsg.Request) (kmsg.Response, error, bool) {
-		c.KeepControl()
-		switch c.CurrentNode() {
-		case victim:
-			if refused.Add(1) == failures {
-				close(fourth)
-			}
-			// The connection drops with the request sent: the batch may
-			// have been written, and goes again as it is.
-			return nil, errors.New("broker down for produce requests"), true
-		case newLeader.Load():
-			// A new leader that has not applied its leadership yet
-			// refuses the first request.
-			if refusedAt.CompareAndSwap(false, true) {
-				return nil, errors.New("not the leader yet"), true
-			}
-		}
-		return nil, nil, false
-	})
+	// The victim drops the connection with the batch sent: the batch may
+	// have been written, and goes again as it is.
+	f := failLeader(c, kmsg.Produce, victim, failures, "broker down for produce requests")
 	done := make(chan error, 1)
 	go func() { done <- tr.Publish(ctx, syncbridge.Message{Topic: topic, Value: []byte("across the move")}) }()
 	select {
-	case <-fourth:
+	case <-f.nth:
 	case <-ctx.Done():
 		t.Fatal("the victim was not sent the batch")
 	}
-	var to int32
-	for to == victim {
-		to++
-	}
-	moved := time.Now()
-	newLeader.Store(to)
-	if err := c.MoveTopicPartition(topic, 0, to); err != nil {
-		t.Fatal(err)
-	}
+	to, moved := f.move(t, topic)
 	if err := <-done; err != nil {
 		t.Fatal(err)
 	}
 	took := time.Since(moved)
 	t.Logf("partition 0 moved from broker %d (%d produce requests refused, backoff now %v) to broker %d (first request refused: %v): the batch was acknowledged %v after the move",
-		victim, refused.Load(), first<<(failures-1), to, refusedAt.Load(), took.Round(time.Millisecond))
-	if !refusedAt.Load() {
+		victim, f.refused.Load(), first<<(failures-1), to, f.refusedAt.Load(), took.Round(time.Millisecond))
+	if !f.refusedAt.Load() {
 		t.Error("the new leader was not sent the batch before it was acknowledged")
 	}
 	if took > 6*first {
