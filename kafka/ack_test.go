@@ -231,6 +231,12 @@ func TestResponderPipelinesOnKafka(t *testing.T) {
 	if st.InProgress == 0 {
 		t.Error("InProgress 0 with replies not acknowledged")
 	}
+	// A caller can read its reply before the broker's acknowledgement
+	// reaches the Responder's transport; Shutdown returns once every
+	// reply is acknowledged, and so counted.
+	if err := r.Shutdown(ctx); err != nil {
+		t.Fatal(err)
+	}
 	if s := rt.Stats(); s.Produced != n || s.ProduceRequests > 2 {
 		t.Errorf("%d replies in %d produce requests, want %d in at most 2: the held one, and the rest together", s.Produced, s.ProduceRequests, n)
 	}
