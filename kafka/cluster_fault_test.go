@@ -109,6 +109,63 @@ func electPreferred(t *testing.T, cl *kgo.Client) {
 	}
 }
 
+// watchRecovery polls the metadata of topics every 100 ms from the moment
+// it is called, and returns a channel that gets the time at which every
+// partition of topics was first seen led by a broker other than dead, with
+// dead out of its ISR: when the cluster itself has recovered from dead's
+// loss (the controller fenced it, shrank the ISRs and elected new
+// leaders), whatever its clients do. The channel is closed without a value
+// if that is not seen before ctx ends.
+func watchRecovery(ctx context.Context, cl *kgo.Client, dead int32, topics ...string) <-chan time.Time {
+	out := make(chan time.Time, 1)
+	go func() {
+		defer close(out)
+		tick := time.NewTicker(100 * time.Millisecond)
+		defer tick.Stop()
+		for {
+			req := kmsg.NewPtrMetadataRequest()
+			for _, topic := range topics {
+				rt := kmsg.NewMetadataRequestTopic()
+				rt.Topic = kmsg.StringPtr(topic)
+				req.Topics = append(req.Topics, rt)
+			}
+			rctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+			res, err := req.RequestWith(rctx, cl)
+			seen := time.Now()
+			cancel()
+			if err == nil && recovered(res, dead, len(topics)) {
+				out <- seen
+				return
+			}
+			select {
+			case <-tick.C:
+			case <-ctx.Done():
+				return
+			}
+		}
+	}()
+	return out
+}
+
+// recovered says whether every partition of the n topics of res has a live
+// leader (not dead) and an ISR without dead.
+func recovered(res *kmsg.MetadataResponse, dead int32, n int) bool {
+	if len(res.Topics) != n {
+		return false
+	}
+	for _, tp := range res.Topics {
+		if tp.ErrorCode != 0 || len(tp.Partitions) == 0 {
+			return false
+		}
+		for _, p := range tp.Partitions {
+			if p.ErrorCode != 0 || p.Leader < 0 || p.Leader == dead || slices.Contains(p.ISR, dead) {
+				return false
+			}
+		}
+	}
+	return true
+}
+
 // clReq is one request of the cluster load.
 type clReq struct {
 	start, end time.Time
@@ -260,7 +317,12 @@ func TestClusterLeaderKill(t *testing.T) {
 	kill := time.Now()
 	ctl("kill", fmt.Sprint(victim))
 	t.Logf("killed broker %d at %s", victim, kill.Format("15:04:05.000"))
+	wctx, wcancel := context.WithTimeout(ctx, 20*time.Second)
+	defer wcancel()
+	clusterBack := watchRecovery(wctx, admin, victim, requests, replies)
 	phase(20 * time.Second)
+	recoveredAt, clusterRecovered := <-clusterBack
+	wcancel()
 	restart := time.Now()
 	ctl("start-node", fmt.Sprint(victim))
 	answered := time.Now()
@@ -273,6 +335,7 @@ func TestClusterLeaderKill(t *testing.T) {
 		n, failed, misrouted, overdue      int
 		firstFail, lastFail                time.Duration = -1, -1
 		after5s, liveFailed, restartFailed int
+		afterRecovery                      int
 		worstLate                          time.Duration
 	)
 	live := make(map[int32]bool)
@@ -308,6 +371,9 @@ func TestClusterLeaderKill(t *testing.T) {
 			}
 			if !r.start.Before(kill.Add(5 * time.Second)) {
 				after5s++
+			}
+			if clusterRecovered && !r.start.Before(recoveredAt.Add(time.Second)) {
+				afterRecovery++
 			}
 			if live[r.partition] {
 				liveFailed++
@@ -395,12 +461,27 @@ func TestClusterLeaderKill(t *testing.T) {
 	}
 	// Until the controller fences the dead broker (broker.session.timeout.ms,
 	// 4 s in scripts/kafka), it stays leader of its partitions and in every
-	// ISR: acks=all produce requests wait on every partition. Past that, and
-	// once the new leaders are found (the metadata is looked up every
-	// RetryBackoff while a leader is down), every request succeeds: issue
-	// 9's target is every request started 5 s or more after the kill.
-	if after5s != 0 {
-		t.Errorf("%d requests started 5 s or more after the kill failed, want 0", after5s)
+	// ISR: no partition's high watermark moves, so no request can be read
+	// by a Responder, on any partition, whatever the client (and acks=all
+	// produce requests wait too). Once the cluster has recovered (new
+	// leaders, the dead broker out of every ISR), the client finds the new
+	// leaders (the metadata is looked up every RetryBackoff while a leader
+	// is down) and every request started 1 s or more after that succeeds.
+	if !clusterRecovered {
+		t.Fatalf("the cluster did not recover within 20 s of the kill: every partition of %s and %s led by a live broker, broker %d out of every ISR", requests, replies, victim)
+	}
+	t.Logf("the cluster recovered (new leaders, broker %d out of every ISR) %v after the kill; requests started 1 s or more after that: %d failed (target 0)",
+		victim, recoveredAt.Sub(kill).Round(10*time.Millisecond), afterRecovery)
+	if afterRecovery != 0 {
+		t.Errorf("%d requests started 1 s or more after the cluster recovered (+%v) failed, want 0", afterRecovery, recoveredAt.Sub(kill).Round(10*time.Millisecond))
+	}
+	// Issue 9's target, every request started 5 s or more after the kill,
+	// holds wherever the cluster itself recovers within 4 s (scripts/kafka's
+	// fresh cluster: 4 s session timeout). On a slower cluster (hundreds of
+	// partitions on two cores, or the killed node also the active KRaft
+	// controller: 6.7-7.9 s measured) the line above is the client's part.
+	if recoveredAt.Sub(kill) <= 4*time.Second && after5s != 0 {
+		t.Errorf("%d requests started 5 s or more after the kill failed, want 0 (the cluster recovered at +%v)", after5s, recoveredAt.Sub(kill).Round(10*time.Millisecond))
 	}
 	// The idempotent producer writes no request or reply twice, and no
 	// Responder handles a request twice across the kill, the return and the
