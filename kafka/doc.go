@@ -80,8 +80,9 @@
 //     until 3.8 to 5.3 s after the kill, the live brokers' too: until the
 //     controller fences the dead broker (broker.session.timeout.ms: 4 s in
 //     scripts/kafka, 9 s by default) it stays in the in-sync replica set of
-//     every partition it replicates, and acks=all produce requests wait for
-//     it. That is Kafka's: with replication factor 3 on three brokers every
+//     every partition it replicates: acks=all produce requests wait for it,
+//     and no partition's high watermark moves, so no consumer, whatever its
+//     acks, reads a new record. That is Kafka's: with replication factor 3 on three brokers every
 //     partition has it in its ISR, and a leader drops a silent follower by
 //     itself only after replica.lag.time.max.ms (30 s by default; with
 //     1.5 s, in three runs, the live brokers' partitions answered again 2.0
@@ -89,6 +90,15 @@
 //     killed broker's own partitions answered again within 0.7 s of the
 //     live ones: a message or partition whose leader is down goes to the
 //     new leader as soon as the metadata names it (see RetryBackoff). The
+//     client's own part is asserted apart from the cluster's: the test
+//     watches the metadata for the cluster's recovery (new leaders, the
+//     dead broker out of every ISR), and every request started 1 s or more
+//     after it succeeds; replies flowed again 0.4 to 0.5 s after it. The
+//     cluster's recovery is not always that quick: on a cluster carrying 700
+//     partitions, with the killed node also the active KRaft controller, it
+//     took 6.7 to 7.9 s (a new controller is elected before it fences the
+//     dead broker), and the 5 s target above is asserted only where the
+//     cluster recovers within 4 s. The
 //     broker's return and leadership moving back to it at once cost 0
 //     failed requests in the eight runs; on a cluster carrying a hundred
 //     topics of earlier runs, 0 to 19 in six runs: the returning broker,
