@@ -2,7 +2,9 @@
 // OpenTelemetry: W3C trace context carried in message headers, spans
 // following OpenTelemetry's messaging semantic conventions, and metrics.
 // It is a module of its own, so that the core module stays free of
-// OpenTelemetry; import it as, say, sbotel:
+// OpenTelemetry, and its go.mod requires no Kafka client (its trace test
+// over Kafka is the nested module otel/kafkatrace); import it as, say,
+// sbotel:
 //
 //	tel := sbotel.New()                                  // global providers and propagator
 //	b, err := syncbridge.New(ctx, tr, tel.Option())      // the caller's side

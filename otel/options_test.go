@@ -21,23 +21,23 @@ func requestCodes(t *testing.T, e *env, codes []string) []string {
 	defer tr.Close()
 	r, err := syncbridge.NewResponder(context.Background(), tr, "items", func(ctx context.Context, req *syncbridge.Message) (syncbridge.Message, error) {
 		return syncbridge.Message{}, syncbridge.NewRemoteError(string(req.Value), "")
-	}, e.tel.Option())
+	}, e.Tel.Option())
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer r.Close()
-	b, err := syncbridge.New(context.Background(), tr, e.tel.Option())
+	b, err := syncbridge.New(context.Background(), tr, e.Tel.Option())
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer b.Close()
 	var got []string
 	for _, code := range codes {
-		e.sr.Reset()
+		e.SR.Reset()
 		if _, err := b.Request(context.Background(), syncbridge.Message{Topic: "items", Value: []byte(code)}); err == nil {
 			t.Fatalf("code %q: no error", code)
 		}
-		got = append(got, attrs(e.span(t, "request items"))["error.type"])
+		got = append(got, attrs(e.Span(t, "request items"))["error.type"])
 	}
 	return got
 }
@@ -64,7 +64,7 @@ func TestErrorCodesBounded(t *testing.T) {
 	}
 	// The metric has as many error types: 50 codes, _OTHER, internal and panic.
 	n := 0
-	for k := range points(t, e.collect(t), "messaging.client.operation.duration") {
+	for k := range points(t, e.Collect(t), "messaging.client.operation.duration") {
 		if strings.Contains(k, "messaging.operation.name=request") {
 			n++
 		}
@@ -89,11 +89,11 @@ func TestWithErrorCodes(t *testing.T) {
 func TestWithSystem(t *testing.T) {
 	e := newEnv(t, sbotel.WithSystem("memory"))
 	requestCodes(t, e, []string{"x"})
-	s := e.span(t, "request items")
+	s := e.Span(t, "request items")
 	if got := attrs(s)["messaging.system"]; got != "memory" {
 		t.Errorf("messaging.system %q, want memory", got)
 	}
-	for _, s := range e.sr.Ended() {
+	for _, s := range e.SR.Ended() {
 		for k := range attrs(s) {
 			if strings.HasPrefix(k, "messaging.kafka.") {
 				t.Errorf("span %s has %s", s.Name(), k)
@@ -144,12 +144,12 @@ func TestGlobalPropagator(t *testing.T) {
 	// one that propagates nothing, as that state does.
 	defer otel.SetTextMapPropagator(propagation.NewCompositeTextMapPropagator())
 	otel.SetTextMapPropagator(propagation.NewCompositeTextMapPropagator())
-	tel := sbotel.New(sbotel.WithTracerProvider(e.tp))
+	tel := sbotel.New(sbotel.WithTracerProvider(e.TP))
 	if hs := requestHeaders(t, tel); hasHeader(hs, "traceparent") {
 		t.Errorf("traceparent sent with a global propagator that propagates nothing: %v", hs)
 	}
 	otel.SetTextMapPropagator(propagation.TraceContext{})
-	tel = sbotel.New(sbotel.WithTracerProvider(e.tp))
+	tel = sbotel.New(sbotel.WithTracerProvider(e.TP))
 	if hs := requestHeaders(t, tel); !hasHeader(hs, "traceparent") {
 		t.Errorf("no traceparent with the global W3C propagator: %v", hs)
 	}
@@ -166,11 +166,11 @@ func TestTraceparentReplaced(t *testing.T) {
 	r, err := syncbridge.NewResponder(context.Background(), tr, "items", func(ctx context.Context, req *syncbridge.Message) (syncbridge.Message, error) {
 		got <- req.Headers
 		return syncbridge.Message{}, nil
-	}, e.tel.Option())
+	}, e.Tel.Option())
 	if err != nil {
 		t.Fatal(err)
 	}
-	b, err := syncbridge.New(context.Background(), tr, e.tel.Option())
+	b, err := syncbridge.New(context.Background(), tr, e.Tel.Option())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -190,12 +190,12 @@ func TestTraceparentReplaced(t *testing.T) {
 			tps = append(tps, string(h.Value))
 		}
 	}
-	send := e.span(t, "send items").SpanContext()
+	send := e.Span(t, "send items").SpanContext()
 	want := fmt.Sprintf("00-%s-%s-01", send.TraceID(), send.SpanID())
 	if len(tps) != 1 || tps[0] != want {
 		t.Errorf("traceparent headers %v, want [%s]", tps, want)
 	}
-	if p := e.span(t, "process items").Parent(); p.SpanID() != send.SpanID() {
+	if p := e.Span(t, "process items").Parent(); p.SpanID() != send.SpanID() {
 		t.Errorf("process span's parent %s, want the send span %s", p.SpanID(), send.SpanID())
 	}
 }
@@ -212,19 +212,19 @@ func TestObserve(t *testing.T) {
 		started <- struct{}{}
 		<-release
 		return syncbridge.Message{}, nil
-	}, e.tel.Option(), syncbridge.WithConcurrentHandlers())
+	}, e.Tel.Option(), syncbridge.WithConcurrentHandlers())
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer r.Close()
 	var calls []*syncbridge.Call
 	for i := range 2 {
-		b, err := syncbridge.New(context.Background(), tr, e.tel.Option())
+		b, err := syncbridge.New(context.Background(), tr, e.Tel.Option())
 		if err != nil {
 			t.Fatal(err)
 		}
 		defer b.Close()
-		reg, err := e.tel.ObserveBridge(b)
+		reg, err := e.Tel.ObserveBridge(b)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -233,14 +233,14 @@ func TestObserve(t *testing.T) {
 			calls = append(calls, b.Go(context.Background(), syncbridge.Message{Topic: "items"}))
 		}
 	}
-	reg, err := e.tel.ObserveResponder(r)
+	reg, err := e.Tel.ObserveResponder(r)
 	if err != nil {
 		t.Fatal(err)
 	}
 	for range calls {
 		<-started
 	}
-	ms := e.collect(t)
+	ms := e.Collect(t)
 	checkPoints(t, ms, sbotel.InFlightName, map[string]int64{"messaging.system=kafka": 3})
 	checkPoints(t, ms, sbotel.InProgressName, map[string]int64{"messaging.system=kafka": 3})
 	close(release)
@@ -250,13 +250,13 @@ func TestObserve(t *testing.T) {
 		}
 	}
 	r.Shutdown(context.Background())
-	ms = e.collect(t)
+	ms = e.Collect(t)
 	checkPoints(t, ms, sbotel.InFlightName, map[string]int64{"messaging.system=kafka": 0})
 	checkPoints(t, ms, sbotel.InProgressName, map[string]int64{"messaging.system=kafka": 0})
 	if err := reg.Unregister(); err != nil {
 		t.Fatal(err)
 	}
-	checkPoints(t, e.collect(t), sbotel.InProgressName, map[string]int64{})
+	checkPoints(t, e.Collect(t), sbotel.InProgressName, map[string]int64{})
 }
 
 // The carrier reads the first header of a key, and replaces it rather
@@ -295,7 +295,7 @@ func FuzzHeaders(f *testing.F) {
 	e := newEnv(f, sbotel.WithPropagators(prop))
 	tr := &memory.Transport{}
 	defer tr.Close()
-	b, err := syncbridge.New(context.Background(), tr, e.tel.Option())
+	b, err := syncbridge.New(context.Background(), tr, e.Tel.Option())
 	if err != nil {
 		f.Fatal(err)
 	}
@@ -306,7 +306,7 @@ func FuzzHeaders(f *testing.F) {
 			raw <- struct{}{}
 		}
 		return syncbridge.Message{Headers: req.Headers}, nil
-	}, e.tel.Option())
+	}, e.Tel.Option())
 	if err != nil {
 		f.Fatal(err)
 	}

@@ -34,7 +34,7 @@ func (f *failing) Publish(ctx context.Context, msg syncbridge.Message) error {
 // checkError checks the status and error.type of the span named name.
 func checkError(t *testing.T, e *env, name, want string) {
 	t.Helper()
-	s := e.span(t, name)
+	s := e.Span(t, name)
 	if got := attrs(s)["error.type"]; got != want {
 		t.Errorf("%s: error.type %q, want %q", name, got, want)
 	}
@@ -207,11 +207,11 @@ func TestErrorTypes(t *testing.T) {
 				tr, ctx, cancel = c.setup(mem)
 				defer cancel()
 			}
-			r, err := syncbridge.NewResponder(context.Background(), tr, "items", c.handler, e.tel.Option())
+			r, err := syncbridge.NewResponder(context.Background(), tr, "items", c.handler, e.Tel.Option())
 			if err != nil {
 				t.Fatal(err)
 			}
-			b, err := syncbridge.New(context.Background(), tr, append([]syncbridge.Option{e.tel.Option()}, c.opts...)...)
+			b, err := syncbridge.New(context.Background(), tr, append([]syncbridge.Option{e.Tel.Option()}, c.opts...)...)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -241,14 +241,14 @@ func TestErrorTypes(t *testing.T) {
 				{"send " + syncbridge.DefaultReplyTopic, c.reply},
 			} {
 				if s.want == "-" {
-					if n := len(e.spans(s.name)); n != 0 {
+					if n := len(e.Spans(s.name)); n != 0 {
 						t.Errorf("%d spans %q, want none", n, s.name)
 					}
 					continue
 				}
 				checkError(t, e, s.name, s.want)
 			}
-			ms := e.collect(t)
+			ms := e.Collect(t)
 			for name, want := range c.metrics {
 				if c.caller != "" && name == "messaging.client.operation.duration" {
 					if _, ok := want[items+","+sendOp+","+kafka]; !ok {
@@ -271,7 +271,7 @@ func TestOverloaded(t *testing.T) {
 	tr := &memory.Transport{}
 	defer tr.Close()
 	tr.SetFaults(func(*syncbridge.Message) memory.Fault { return memory.Hold })
-	b, err := syncbridge.New(context.Background(), tr, e.tel.Option(), syncbridge.WithMaxInFlight(1))
+	b, err := syncbridge.New(context.Background(), tr, e.Tel.Option(), syncbridge.WithMaxInFlight(1))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -282,16 +282,16 @@ func TestOverloaded(t *testing.T) {
 	b.Close()
 	<-first.Done()
 	var got []string
-	for _, s := range e.spans("request items") {
+	for _, s := range e.Spans("request items") {
 		got = append(got, attrs(s)["error.type"])
 	}
 	if fmt.Sprint(got) != "[overloaded closed]" {
 		t.Errorf("request spans' error types %v, want [overloaded closed]", got)
 	}
-	if n := len(e.spans("send items")); n != 1 {
+	if n := len(e.Spans("send items")); n != 1 {
 		t.Errorf("%d send spans, want 1 (the first request's)", n)
 	}
-	checkPoints(t, e.collect(t), "messaging.client.operation.duration", map[string]int64{
+	checkPoints(t, e.Collect(t), "messaging.client.operation.duration", map[string]int64{
 		"error.type=closed,messaging.destination.name=items,messaging.operation.name=request,messaging.system=kafka":     1,
 		"error.type=overloaded,messaging.destination.name=items,messaging.operation.name=request,messaging.system=kafka": 1,
 		// The first request was sent (held by the transport), then closed.
@@ -309,11 +309,11 @@ func TestDroppedAndSkipped(t *testing.T) {
 	r, err := syncbridge.NewResponder(context.Background(), tr, "items", func(ctx context.Context, req *syncbridge.Message) (syncbridge.Message, error) {
 		t.Error("the handler was called for a skipped request")
 		return syncbridge.Message{}, nil
-	}, e.tel.Option(), syncbridge.WithHooks(sig))
+	}, e.Tel.Option(), syncbridge.WithHooks(sig))
 	if err != nil {
 		t.Fatal(err)
 	}
-	b, err := syncbridge.New(context.Background(), tr, e.tel.Option(), syncbridge.WithHooks(sig))
+	b, err := syncbridge.New(context.Background(), tr, e.Tel.Option(), syncbridge.WithHooks(sig))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -331,7 +331,7 @@ func TestDroppedAndSkipped(t *testing.T) {
 	}
 	// A request whose caller's deadline passed, carrying its caller's trace
 	// context.
-	ctx, parent := e.testParent(context.Background())
+	ctx, parent := e.StartParent(context.Background())
 	req := syncbridge.Message{Topic: "items", Headers: []syncbridge.Header{
 		{Key: h.CorrelationID, Value: []byte("abc")},
 		{Key: h.ReplyTopic, Value: []byte(syncbridge.DefaultReplyTopic)},
@@ -357,7 +357,7 @@ func TestDroppedAndSkipped(t *testing.T) {
 		t.Errorf("dropped %v", drops)
 	}
 
-	ms := e.collect(t)
+	ms := e.Collect(t)
 	checkPoints(t, ms, sbotel.DroppedName, map[string]int64{
 		"messaging.destination.name=syncbridge.replies,messaging.system=kafka,syncbridge.reason=foreign":   1,
 		"messaging.destination.name=syncbridge.replies,messaging.system=kafka,syncbridge.reason=malformed": 1,
@@ -369,7 +369,7 @@ func TestDroppedAndSkipped(t *testing.T) {
 	checkPoints(t, ms, "messaging.client.consumed.messages", map[string]int64{})
 
 	var expired []trace.SpanContext
-	for _, s := range e.spans("process items") {
+	for _, s := range e.Spans("process items") {
 		if s.Status().Code != codes.Error {
 			t.Errorf("skipped request's span has status %v", s.Status())
 		}

@@ -1,11 +1,15 @@
-package otel_test
+package kafkatrace_test
 
 import (
 	"testing"
 
 	"github.com/syncbridge/syncbridge/kafka"
+	"github.com/syncbridge/syncbridge/otel/internal/tracecheck"
 	"github.com/twmb/franz-go/pkg/kfake"
+	"go.uber.org/goleak"
 )
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
 // The same trace over Kafka (an in-process kfake broker): the trace
 // context travels in the records' headers, the process span has the
@@ -22,5 +26,5 @@ func TestTraceAcrossKafka(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer tr.Close()
-	checkTrace(t, newEnv(t), tr, nil)
+	tracecheck.CheckTrace(t, tracecheck.NewEnv(t), tr, nil)
 }
