@@ -166,6 +166,47 @@ func recovered(res *kmsg.MetadataResponse, dead int32, n int) bool {
 	return true
 }
 
+// restoreCluster waits, once the test is done, until every partition of
+// every topic has all its replicas in sync and is led by its preferred
+// replica (electing them once all are in sync): the state the fault tests
+// start from. A broker back from a kill catches up for a while, and until
+// it has, acks=all writes to the partitions it follows wait for it, which
+// would count against the next test.
+func restoreCluster(t *testing.T, cl *kgo.Client) {
+	t.Cleanup(func() {
+		start := time.Now()
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+		defer cancel()
+		tick := time.NewTicker(100 * time.Millisecond)
+		defer tick.Stop()
+		for {
+			res, err := kmsg.NewPtrMetadataRequest().RequestWith(ctx, cl) // every topic
+			if err == nil {
+				inSync, preferred := true, true
+				for _, tp := range res.Topics {
+					for _, p := range tp.Partitions {
+						inSync = inSync && len(p.ISR) == len(p.Replicas)
+						preferred = preferred && len(p.Replicas) > 0 && p.Leader == p.Replicas[0]
+					}
+				}
+				if inSync && preferred {
+					t.Logf("the cluster is back in its initial state (every replica in sync, preferred leaders) %v after the test", time.Since(start).Round(10*time.Millisecond))
+					return
+				}
+				if inSync {
+					electPreferred(t, cl)
+				}
+			}
+			select {
+			case <-tick.C:
+			case <-ctx.Done():
+				t.Errorf("the cluster did not get back to every replica in sync and preferred leaders within 2 minutes: %v", err)
+				return
+			}
+		}
+	})
+}
+
 // clReq is one request of the cluster load.
 type clReq struct {
 	start, end time.Time
@@ -241,6 +282,7 @@ func TestClusterLeaderKill(t *testing.T) {
 	group := "leaderkill-" + requests
 	ctx := testCtx(t, 10*time.Minute)
 	admin := adminClient(t, e.brokers)
+	restoreCluster(t, admin)
 
 	var (
 		hmu     sync.Mutex // protects handled

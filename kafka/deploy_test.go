@@ -57,6 +57,9 @@ func TestRollingDeploy(t *testing.T) {
 	const timeout = 2 * time.Second
 	var ok, failed atomic.Int64
 	var seq atomic.Int64
+	var phase atomic.Int32 // 0 before the deploy, i+1 from responder i's Shutdown on
+	var byPhase [3]atomic.Int64
+	loadStart := time.Now()
 	stop := make(chan struct{})
 	var wg sync.WaitGroup
 	for range 8 {
@@ -72,8 +75,10 @@ func TestRollingDeploy(t *testing.T) {
 				reply, err := b.Request(rctx, syncbridge.Message{Topic: requests, Value: []byte(payload)})
 				cancel()
 				if err != nil || string(reply.Value) != payload {
-					if failed.Add(1) == 1 {
-						t.Errorf("request %s: %v", payload, err)
+					ph := phase.Load()
+					byPhase[ph].Add(1)
+					if failed.Add(1) <= 5 {
+						t.Errorf("request %s (phase %d, ended %v after the load began): %v", payload, ph, time.Since(loadStart).Round(time.Millisecond), err)
 					}
 					continue
 				}
@@ -97,6 +102,7 @@ func TestRollingDeploy(t *testing.T) {
 	waitOK(300)
 	var took []time.Duration
 	for i := range 2 {
+		phase.Store(int32(i + 1))
 		began := time.Now()
 		sctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 		err := rs[i].Shutdown(sctx)
@@ -121,6 +127,6 @@ func TestRollingDeploy(t *testing.T) {
 	t.Logf("rolling deploy of 2 of 3 responders under load (timeout %v): %d requests, %d failed (target 0), %d handled twice; Shutdown took %v; bridge %+v",
 		timeout, ok.Load()+failed.Load(), failed.Load(), dups, took, b.Stats())
 	if failed.Load() != 0 {
-		t.Errorf("%d requests failed during the deploy", failed.Load())
+		t.Errorf("%d requests failed: %d before the deploy, %d from the first Shutdown on, %d from the second", failed.Load(), byPhase[0].Load(), byPhase[1].Load(), byPhase[2].Load())
 	}
 }
