@@ -79,7 +79,10 @@ func TestErrorTypes(t *testing.T) {
 		name    string
 		handler syncbridge.ReplyHandler
 		// setup returns the transport, and a context for the request
-		setup   func(tr *memory.Transport) (syncbridge.Transport, context.Context, context.CancelFunc)
+		setup func(tr *memory.Transport) (syncbridge.Transport, context.Context, context.CancelFunc)
+		// timeout, if set, is the request's, from just before Request (a
+		// deadline set in setup could pass before Request on a busy machine)
+		timeout time.Duration
 		opts    []syncbridge.Option
 		msg     syncbridge.Message
 		before  func(b *syncbridge.Bridge) // before the request
@@ -141,10 +144,10 @@ func TestErrorTypes(t *testing.T) {
 			name: "no reply", handler: fail(""),
 			setup: func(tr *memory.Transport) (syncbridge.Transport, context.Context, context.CancelFunc) {
 				tr.SetFaults(func(*syncbridge.Message) memory.Fault { return memory.Drop })
-				ctx, cancel := context.WithTimeout(context.Background(), 20*time.Millisecond)
-				return tr, ctx, cancel
+				return tr, context.Background(), func() {}
 			},
-			caller: "no_reply", process: "-", reply: "-",
+			timeout: 100 * time.Millisecond,
+			caller:  "no_reply", process: "-", reply: "-",
 			metrics: map[string]map[string]int64{
 				"messaging.client.operation.duration": {
 					errType("no_reply") + items + "," + reqOp + "," + kafka: 1,
@@ -170,11 +173,8 @@ func TestErrorTypes(t *testing.T) {
 		},
 		{
 			name: "deadline passed in the handler", handler: fail("expired"),
-			setup: func(tr *memory.Transport) (syncbridge.Transport, context.Context, context.CancelFunc) {
-				ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
-				return tr, ctx, cancel
-			},
-			caller: "no_reply", process: "expired", reply: "-",
+			timeout: 100 * time.Millisecond,
+			caller:  "no_reply", process: "expired", reply: "-",
 			metrics: map[string]map[string]int64{
 				"messaging.process.duration":     {errType("expired") + group + "," + items + "," + procOp + "," + kafka: 1},
 				"messaging.client.sent.messages": {items + "," + sendOp + "," + kafka: 1},
@@ -184,10 +184,10 @@ func TestErrorTypes(t *testing.T) {
 			name: "reply not published", handler: fail(""),
 			setup: func(tr *memory.Transport) (syncbridge.Transport, context.Context, context.CancelFunc) {
 				f := &failing{Transport: tr, topic: syncbridge.DefaultReplyTopic, err: errors.New("broker down")}
-				ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
-				return f, ctx, cancel
+				return f, context.Background(), func() {}
 			},
-			caller: "no_reply", process: "publish", reply: "publish",
+			timeout: 100 * time.Millisecond,
+			caller:  "no_reply", process: "publish", reply: "publish",
 			metrics: map[string]map[string]int64{
 				"messaging.client.sent.messages": {
 					items + "," + sendOp + "," + kafka:                        1,
@@ -222,6 +222,11 @@ func TestErrorTypes(t *testing.T) {
 			msg := c.msg
 			if msg.Topic == "" && msg.Value == nil {
 				msg = syncbridge.Message{Topic: "items", Value: []byte("itm-1")}
+			}
+			if c.timeout > 0 {
+				var cancel context.CancelFunc
+				ctx, cancel = context.WithTimeout(ctx, c.timeout)
+				defer cancel()
 			}
 			_, err = b.Request(ctx, msg)
 			if (err == nil) != (c.caller == "") {
