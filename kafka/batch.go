@@ -63,23 +63,12 @@ func appendBatch(dst []byte, b *batch, codec Codec) ([]byte, error) {
 // appendRecord appends record r, the i-th of its batch. Every record of a
 // batch has the batch's timestamp: its timestamp delta is 0.
 func appendRecord(dst []byte, i int, r *pending) []byte {
-	n := 1 + 1 + varintLen(int64(i)) + bytesLen(r.key) + bytesLen(r.value) + varintLen(int64(len(r.headers)))
-	for _, h := range r.headers {
-		n += varintLen(int64(len(h.Key))) + len(h.Key) + bytesLen(h.Value)
-	}
+	n := 1 + 1 + varintLen(int64(i)) + len(r.tail)
 	dst = binary.AppendVarint(dst, int64(n))
 	dst = append(dst, 0)                     // attributes
 	dst = binary.AppendVarint(dst, 0)        // timestamp delta
 	dst = binary.AppendVarint(dst, int64(i)) // offset delta
-	dst = appendVarBytes(dst, r.key)         // key
-	dst = appendVarBytes(dst, r.value)       // value
-	dst = binary.AppendVarint(dst, int64(len(r.headers)))
-	for _, h := range r.headers {
-		dst = binary.AppendVarint(dst, int64(len(h.Key)))
-		dst = append(dst, h.Key...)
-		dst = appendVarBytes(dst, h.Value)
-	}
-	return dst
+	return append(dst, r.tail...)            // key, value, headers
 }
 
 func appendVarBytes(dst, b []byte) []byte {
