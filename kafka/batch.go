@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/binary"
 	"hash/crc32"
+	"slices"
 
 	"github.com/segmentio/kafka-go/compress"
 )
@@ -18,6 +19,13 @@ var crc32c = crc32.MakeTable(crc32.Castagnoli)
 // appendBatch appends b as the records field of a produce request: the
 // batch's length (int32), then the batch.
 func appendBatch(dst []byte, b *batch, codec Codec) ([]byte, error) {
+	if codec == 0 {
+		n := 4 + batchRecordsAt
+		for i, r := range b.recs {
+			n += recordLen(i, r)
+		}
+		dst = slices.Grow(dst, n)
+	}
 	start := len(dst)
 	dst = binary.BigEndian.AppendUint32(dst, 0)          // length of what follows, set below
 	dst = binary.BigEndian.AppendUint64(dst, 0)          // base offset
@@ -58,6 +66,12 @@ func appendBatch(dst []byte, b *batch, codec Codec) ([]byte, error) {
 	binary.BigEndian.PutUint32(dst[start+4+8:], uint32(len(dst)-start-4-8-4))
 	binary.BigEndian.PutUint32(dst[crcAt:], crc32.Checksum(dst[attrsAt:], crc32c))
 	return dst, nil
+}
+
+// recordLen is the encoded size of record r, the i-th of its batch.
+func recordLen(i int, r *pending) int {
+	n := 1 + 1 + varintLen(int64(i)) + len(r.tail)
+	return varintLen(int64(n)) + n
 }
 
 // appendRecord appends record r, the i-th of its batch. Every record of a
