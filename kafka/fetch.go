@@ -498,7 +498,7 @@ func readRecords(topic string, partition int32, rs protocol.RecordReader, offset
 				}
 			}
 			recs = append(recs, record{msg: msg, offset: r.Offset})
-			next = r.Offset + 1
+			next = max(next, r.Offset+1) // never back, should offsets go back (malformed)
 		}
 	}
 	return recs, next, nil

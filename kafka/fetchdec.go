@@ -8,8 +8,10 @@ import (
 	"hash/crc32"
 	"io"
 	"math"
+	"slices"
 	"time"
 
+	"github.com/klauspost/compress/snappy"
 	"github.com/segmentio/kafka-go/compress"
 	"github.com/segmentio/kafka-go/protocol"
 	"github.com/segmentio/kafka-go/protocol/fetch"
@@ -218,7 +220,8 @@ func (dc *decoder) key(b []byte) string {
 // decodeRecords appends the records of the record set rs (one partition
 // of a fetch response) at or past offset to recs, and returns the offset
 // after the last record seen (control records, and records below offset,
-// included), or offset if none; past a complete batch, the offset after
+// included; the highest, should offsets go back), or offset if none; past
+// a complete batch, the offset after
 // the batch's last offset (records removed by compaction included). Keys,
 // values and header values alias rs (or a batch's decompressed bytes),
 // which nothing else writes or reuses.
@@ -330,7 +333,9 @@ func (dc *decoder) decodeRecordSet(topic string, partition int32, rs []byte, off
 				msg.Headers = hdrs[start:len(hdrs):len(hdrs)]
 			}
 			recs = append(recs, record{msg: msg, offset: off})
-			next = off + 1
+			// Offsets only grow in a well-formed batch; in a malformed
+			// one, the next offset still never goes back.
+			next = max(next, off+1)
 		}
 		if lastDelta >= 0 && base <= math.MaxInt64-int64(lastDelta)-1 {
 			next = max(next, base+int64(lastDelta)+1)
@@ -341,16 +346,23 @@ func (dc *decoder) decodeRecordSet(topic string, partition int32, rs []byte, off
 
 // legacyRecords decodes message sets v0 and v1 (brokers before 0.11, or
 // topics still holding them) with kafka-go, after the v2 batches before
-// them.
-func legacyRecords(topic string, partition int32, rs []byte, offset, next int64, recs []record) ([]record, int64, error) {
+// them. kafka-go's decoder panics on some malformed message sets (a
+// negative message size): that is an error here, and the records before
+// it are kept.
+func legacyRecords(topic string, partition int32, rs []byte, offset, next int64, recs []record) (out []record, outNext int64, err error) {
+	defer func() {
+		if p := recover(); p != nil {
+			out, outNext, err = recs, next, fmt.Errorf("malformed message set (v0/v1): %v", p)
+		}
+	}()
 	var size [4]byte
 	binary.BigEndian.PutUint32(size[:], uint32(len(rs)))
 	var set protocol.RecordSet
 	if _, err := set.ReadFrom(io.MultiReader(bytes.NewReader(size[:]), bytes.NewReader(rs))); err != nil {
 		return recs, next, err
 	}
-	recs, n, err := readRecords(topic, partition, set.Records, offset, recs)
-	return recs, max(next, n), err
+	out, n, err := readRecords(topic, partition, set.Records, offset, recs)
+	return out, max(next, n), err
 }
 
 // recordReader reads the fields of records (v2) off b; the first error
@@ -406,6 +418,9 @@ func (d *recordReader) varbytes() []byte {
 // decompress returns the decompressed records of a batch, in a buffer of
 // their own.
 func decompress(c compress.Compression, body []byte) ([]byte, error) {
+	if c == compress.Snappy {
+		return unsnappy(body)
+	}
 	codec := c.Codec()
 	if codec == nil {
 		return nil, fmt.Errorf("unsupported compression codec (%d)", c)
@@ -417,4 +432,56 @@ func decompress(c compress.Compression, body []byte) ([]byte, error) {
 		return nil, fmt.Errorf("%s: %w", codec.Name(), err)
 	}
 	return buf.Bytes(), nil
+}
+
+// xerialMagic starts the xerial framing of snappy (the Java client's):
+// 8 bytes of magic, version and compatible version (int32 each), then
+// blocks, each with its length (int32).
+var xerialMagic = []byte{0x82, 'S', 'N', 'A', 'P', 'P', 'Y', 0}
+
+// unsnappy decompresses snappy, xerial-framed or a single block, as
+// kafka-go's codec reads it; but where kafka-go allocates the length a
+// frame or a block claims before looking (4 bytes can ask for 4 GiB),
+// frames must lie within b and blocks claim no more than snappy can
+// expand to.
+func unsnappy(b []byte) ([]byte, error) {
+	if len(b) < 16 || !bytes.Equal(b[:8], xerialMagic) {
+		return appendSnappy(nil, b)
+	}
+	b = b[16:]
+	var out []byte
+	for len(b) > 0 {
+		if len(b) < 4 {
+			return nil, errors.New("snappy: truncated xerial frame")
+		}
+		n := int64(binary.BigEndian.Uint32(b))
+		b = b[4:]
+		if n > int64(len(b)) {
+			return nil, fmt.Errorf("snappy: xerial frame of %d bytes in %d", n, len(b))
+		}
+		var err error
+		if out, err = appendSnappy(out, b[:n]); err != nil {
+			return nil, err
+		}
+		b = b[n:]
+	}
+	return out, nil
+}
+
+// appendSnappy appends the decompressed snappy block to dst.
+func appendSnappy(dst, block []byte) ([]byte, error) {
+	n, err := snappy.DecodedLen(block)
+	if err != nil {
+		return nil, fmt.Errorf("snappy: %w", err)
+	}
+	// A snappy element of 2 bytes at least yields at most 64 bytes.
+	if n > 32*len(block)+64 {
+		return nil, fmt.Errorf("snappy: block of %d bytes claims %d", len(block), n)
+	}
+	dst = slices.Grow(dst, n)
+	out, err := snappy.Decode(dst[len(dst):len(dst)+n], block)
+	if err != nil {
+		return nil, fmt.Errorf("snappy: %w", err)
+	}
+	return dst[:len(dst)+len(out)], nil
 }
