@@ -314,6 +314,7 @@ func (rd *reader) fetchLoop(ctx context.Context, f *fetcher, orphans chan<- []*c
 			return
 		}
 		gone = gone[:0]
+		dec.frame = res.frameSize
 		for j := range res.parts {
 			rp := &res.parts[j]
 			if string(rp.topic) != rd.topic {

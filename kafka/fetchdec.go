@@ -26,7 +26,13 @@ import (
 // piece into a buffer of its own, and the records' keys, values and header
 // values are sliced out of it (or out of a batch's decompressed bytes):
 // the buffer is never reused, so the messages handed to handlers own their
-// bytes, as they did when they were copied.
+// bytes, as they did when they were copied. A message kept by its handler
+// keeps the whole buffer alive: past maxAliased bytes, each record is
+// copied out instead, so that a kept message never holds more than that
+// besides its own bytes.
+
+// maxAliased is the largest buffer records are sliced out of.
+const maxAliased = 64 << 10
 
 // maxFetchFrame bounds the size of a fetch response frame: a larger size
 // field is garbage, not a response.
@@ -76,6 +82,7 @@ func (f *rawFetch) RawExchange(rw io.ReadWriter) (protocol.Message, error) {
 	if err := f.res.decode(frame[4:], f.version); err != nil {
 		return nil, err
 	}
+	f.res.frameSize = len(frame)
 	return &f.res, nil
 }
 
@@ -89,6 +96,7 @@ func noEOF(err error) error {
 // fetchResponse is a decoded fetch response (versions 0 to 11, the ones
 // kafka-go negotiates). Its slices alias the response's frame.
 type fetchResponse struct {
+	frameSize  int // bytes of the frame the slices alias
 	throttleMs int32
 	errorCode  int16
 	parts      []fetchPart // every partition of every topic, in order
@@ -199,6 +207,9 @@ const (
 type decoder struct {
 	keys [8]string
 	next int
+	// frame is the size of the buffer the record sets to decode alias
+	// (the response frame): past maxAliased, records are copied out.
+	frame int
 }
 
 // key returns b as a string, from the keys seen lately when it is one.
@@ -278,6 +289,10 @@ func (dc *decoder) decodeRecordSet(topic string, partition int32, rs []byte, off
 				return recs, next, fmt.Errorf("record batch at offset %d: %w", base, err)
 			}
 		}
+		copyOut := dc.frame > maxAliased
+		if attrs&attrCodec != 0 {
+			copyOut = len(body) > maxAliased
+		}
 		control := attrs&attrControl != 0
 		logAppend := attrs&attrLogAppend != 0
 		d := recordReader{b: body}
@@ -332,6 +347,9 @@ func (dc *decoder) decodeRecordSet(topic string, partition int32, rs []byte, off
 				}
 				msg.Headers = hdrs[start:len(hdrs):len(hdrs)]
 			}
+			if copyOut {
+				ownBytes(&msg)
+			}
 			recs = append(recs, record{msg: msg, offset: off})
 			// Offsets only grow in a well-formed batch; in a malformed
 			// one, the next offset still never goes back.
@@ -342,6 +360,29 @@ func (dc *decoder) decodeRecordSet(topic string, partition int32, rs []byte, off
 		}
 	}
 	return recs, next, nil
+}
+
+// ownBytes copies the key, value and header values of m into one buffer
+// of their own (nil stays nil, empty stays empty).
+func ownBytes(m *syncbridge.Message) {
+	n := len(m.Key) + len(m.Value)
+	for _, h := range m.Headers {
+		n += len(h.Value)
+	}
+	buf := make([]byte, 0, n)
+	own := func(b []byte) []byte {
+		if b == nil {
+			return nil
+		}
+		start := len(buf)
+		buf = append(buf, b...)
+		return buf[start:len(buf):len(buf)]
+	}
+	m.Key = own(m.Key)
+	m.Value = own(m.Value)
+	for i := range m.Headers {
+		m.Headers[i].Value = own(m.Headers[i].Value)
+	}
 }
 
 // legacyRecords decodes message sets v0 and v1 (brokers before 0.11, or

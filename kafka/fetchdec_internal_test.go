@@ -277,6 +277,22 @@ func checkRecords(t *testing.T, rs []byte, offset int64, strict bool) {
 			t.Fatalf("record at %d outside [%d, %d)", r.offset, offset, next)
 		}
 	}
+	// From a frame larger than maxAliased, the records are copied out: the
+	// same records, which no longer change with the frame.
+	frame := slices.Clone(rs)
+	big := decoder{frame: maxAliased + 1}
+	copied, copiedNext, copiedStop := big.decodeRecordSet("t", 3, frame, offset, nil)
+	for i := range frame {
+		frame[i] = 0xaa
+	}
+	if len(copied) != len(ours) || copiedNext != next || (copiedStop == nil) != (stop == nil) {
+		t.Fatalf("copied out: %d records, next %d, err %v; aliased: %d, %d, %v", len(copied), copiedNext, copiedStop, len(ours), next, stop)
+	}
+	for i := range ours {
+		if !sameRecord(copied[i], ours[i], true) {
+			t.Fatalf("record %d: copied out %+v, aliased %+v", i, copied[i].msg, ours[i].msg)
+		}
+	}
 	// decodeRecords is decodeRecordSet with the error dropped once some
 	// records were read.
 	got, gotNext, err := dc.decodeRecords("t", 3, rs, offset, nil)
