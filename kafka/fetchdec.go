@@ -232,10 +232,10 @@ func (dc *decoder) key(b []byte) string {
 // of a fetch response) at or past offset to recs, and returns the offset
 // after the last record seen (control records, and records below offset,
 // included; the highest, should offsets go back), or offset if none; past
-// a complete batch, the offset after
-// the batch's last offset (records removed by compaction included). Keys,
-// values and header values alias rs (or a batch's decompressed bytes),
-// which nothing else writes or reuses.
+// a complete batch, the offset after the batch's last offset (records
+// removed by compaction included). Keys, values and header values alias
+// rs (or a batch's decompressed bytes), which nothing else writes or
+// reuses, or are copied out of it (see maxAliased).
 //
 // A batch cut short at the end of rs (the broker sends whole batches up
 // to its size limit, and may cut the last) ends the records. A decoding
@@ -308,6 +308,10 @@ func (dc *decoder) decodeRecordSet(topic string, partition int32, rs []byte, off
 				return recs, next, fmt.Errorf("record batch at offset %d: record %d: %w", base, i, d.err)
 			}
 			off := base + offDelta
+			if off == math.MaxInt64 {
+				// No offset after it: the next offset could not move on.
+				return recs, next, fmt.Errorf("record batch at offset %d: record %d at offset %d", base, i, off)
+			}
 			if off < offset || control {
 				for range max(nh, 0) {
 					d.varbytes()
