@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/binary"
 	"hash/crc32"
+	"slices"
 
 	"github.com/segmentio/kafka-go/compress"
 )
@@ -18,6 +19,13 @@ var crc32c = crc32.MakeTable(crc32.Castagnoli)
 // appendBatch appends b as the records field of a produce request: the
 // batch's length (int32), then the batch.
 func appendBatch(dst []byte, b *batch, codec Codec) ([]byte, error) {
+	if codec == 0 {
+		n := 4 + batchRecordsAt
+		for i, r := range b.recs {
+			n += recordLen(i, r)
+		}
+		dst = slices.Grow(dst, n)
+	}
 	start := len(dst)
 	dst = binary.BigEndian.AppendUint32(dst, 0)          // length of what follows, set below
 	dst = binary.BigEndian.AppendUint64(dst, 0)          // base offset
@@ -60,26 +68,21 @@ func appendBatch(dst []byte, b *batch, codec Codec) ([]byte, error) {
 	return dst, nil
 }
 
+// recordLen is the encoded size of record r, the i-th of its batch.
+func recordLen(i int, r *pending) int {
+	n := 1 + 1 + varintLen(int64(i)) + len(r.tail)
+	return varintLen(int64(n)) + n
+}
+
 // appendRecord appends record r, the i-th of its batch. Every record of a
 // batch has the batch's timestamp: its timestamp delta is 0.
 func appendRecord(dst []byte, i int, r *pending) []byte {
-	n := 1 + 1 + varintLen(int64(i)) + bytesLen(r.key) + bytesLen(r.value) + varintLen(int64(len(r.headers)))
-	for _, h := range r.headers {
-		n += varintLen(int64(len(h.Key))) + len(h.Key) + bytesLen(h.Value)
-	}
+	n := 1 + 1 + varintLen(int64(i)) + len(r.tail)
 	dst = binary.AppendVarint(dst, int64(n))
 	dst = append(dst, 0)                     // attributes
 	dst = binary.AppendVarint(dst, 0)        // timestamp delta
 	dst = binary.AppendVarint(dst, int64(i)) // offset delta
-	dst = appendVarBytes(dst, r.key)         // key
-	dst = appendVarBytes(dst, r.value)       // value
-	dst = binary.AppendVarint(dst, int64(len(r.headers)))
-	for _, h := range r.headers {
-		dst = binary.AppendVarint(dst, int64(len(h.Key)))
-		dst = append(dst, h.Key...)
-		dst = appendVarBytes(dst, h.Value)
-	}
-	return dst
+	return append(dst, r.tail...)            // key, value, headers
 }
 
 func appendVarBytes(dst, b []byte) []byte {

@@ -46,6 +46,8 @@ func throttleOf(res protocol.Message) time.Duration {
 	switch r := res.(type) {
 	case *produce.Response:
 		ms = r.ThrottleTimeMs
+	case *fetchResponse:
+		ms = r.throttleMs
 	case *fetch.Response:
 		ms = r.ThrottleTimeMs
 	case *meta.Response:

@@ -273,6 +273,8 @@ func (rd *reader) fetchLoop(ctx context.Context, f *fetcher, orphans chan<- []*c
 		active []*cursor
 		recs   []record
 		gone   []*cursor
+		fr     = &rawFetch{clientID: t.cfg.clientID}
+		dec    decoder
 	)
 	for ctx.Err() == nil {
 		f.mu.Lock()
@@ -298,7 +300,7 @@ func (rd *reader) fetchLoop(ctx context.Context, f *fetcher, orphans chan<- []*c
 			tm.Stop()
 			continue
 		}
-		res, err := rd.fetch(ctx, conn, active)
+		res, err := rd.fetch(ctx, conn, fr, active)
 		if err != nil {
 			if ctx.Err() != nil {
 				end(nil)
@@ -307,59 +309,55 @@ func (rd *reader) fetchLoop(ctx context.Context, f *fetcher, orphans chan<- []*c
 			end(fmt.Errorf("syncbridge/kafka: fetch from broker %d: %w", f.leader, err))
 			return
 		}
-		if res.ErrorCode != 0 {
-			end(fmt.Errorf("syncbridge/kafka: fetch from broker %d: %w", f.leader, Error(res.ErrorCode)))
+		if res.errorCode != 0 {
+			end(fmt.Errorf("syncbridge/kafka: fetch from broker %d: %w", f.leader, Error(res.errorCode)))
 			return
 		}
 		gone = gone[:0]
-		for i := range res.Topics {
-			rt := &res.Topics[i]
-			if rt.Topic != rd.topic {
+		dec.frame = res.frameSize
+		for j := range res.parts {
+			rp := &res.parts[j]
+			if string(rp.topic) != rd.topic {
 				continue
 			}
-			for j := range rt.Partitions {
-				rp := &rt.Partitions[j]
-				c := findCursor(active, rp.Partition)
-				if rp.ErrorCode != 0 {
-					t.stats.fetchErrors.Add(1)
-					closeRecords(rp.RecordSet.Records)
-					if c == nil {
-						continue
-					}
-					kerr := Error(rp.ErrorCode)
-					if kerr == errOffsetOutOfRange {
-						if err := rd.reset(ctx, c); err != nil {
-							t.logf(slog.LevelWarn, "syncbridge/kafka: offset reset failed", "topic", rd.topic, "partition", c.partition, "err", err)
-							gone = append(gone, c)
-						}
-						continue
-					}
-					// Not the leader any more, unknown partition, and the
-					// like: its new leader reads it.
-					t.logf(slog.LevelInfo, "syncbridge/kafka: partition moves", "topic", rd.topic, "partition", c.partition, "broker", f.leader, "err", kerr)
-					gone = append(gone, c)
-					continue
-				}
+			c := findCursor(active, rp.partition)
+			if rp.errorCode != 0 {
+				t.stats.fetchErrors.Add(1)
 				if c == nil {
-					closeRecords(rp.RecordSet.Records)
 					continue
 				}
-				c.fails = 0
-				var next int64
-				recs, next, err = readRecords(rd.topic, rp.Partition, rp.RecordSet.Records, c.offset, recs[:0])
-				if err != nil {
-					t.logf(slog.LevelWarn, "syncbridge/kafka: bad records", "topic", rd.topic, "partition", c.partition, "err", err)
-					gone = append(gone, c)
+				kerr := Error(rp.errorCode)
+				if kerr == errOffsetOutOfRange {
+					if err := rd.reset(ctx, c); err != nil {
+						t.logf(slog.LevelWarn, "syncbridge/kafka: offset reset failed", "topic", rd.topic, "partition", c.partition, "err", err)
+						gone = append(gone, c)
+					}
 					continue
 				}
-				if len(recs) > 0 {
-					t.stats.fetched.Add(uint64(len(recs)))
-					rd.deliver(ctx, c, recs)
-					clear(recs)
-				}
-				if next > c.offset {
-					c.offset = next
-				}
+				// Not the leader any more, unknown partition, and the
+				// like: its new leader reads it.
+				t.logf(slog.LevelInfo, "syncbridge/kafka: partition moves", "topic", rd.topic, "partition", c.partition, "broker", f.leader, "err", kerr)
+				gone = append(gone, c)
+				continue
+			}
+			if c == nil {
+				continue
+			}
+			c.fails = 0
+			var next int64
+			recs, next, err = dec.decodeRecords(rd.topic, rp.partition, rp.records, c.offset, recs[:0])
+			if err != nil {
+				t.logf(slog.LevelWarn, "syncbridge/kafka: bad records", "topic", rd.topic, "partition", c.partition, "err", err)
+				gone = append(gone, c)
+				continue
+			}
+			if len(recs) > 0 {
+				t.stats.fetched.Add(uint64(len(recs)))
+				rd.deliver(ctx, c, recs)
+				clear(recs)
+			}
+			if next > c.offset {
+				c.offset = next
 			}
 		}
 		if len(gone) > 0 {
@@ -381,37 +379,43 @@ func findCursor(curs []*cursor, p int32) *cursor {
 	return nil
 }
 
-// fetch sends one fetch request for the partitions of curs.
-func (rd *reader) fetch(ctx context.Context, conn *brokerConn, curs []*cursor) (*fetch.Response, error) {
+// fetch sends one fetch request for the partitions of curs, with fr (the
+// fetch loop's, reused), and returns its response.
+func (rd *reader) fetch(ctx context.Context, conn *brokerConn, fr *rawFetch, curs []*cursor) (*fetchResponse, error) {
 	t := rd.t
-	parts := make([]fetch.RequestPartition, len(curs))
-	for i, c := range curs {
-		parts[i] = fetch.RequestPartition{
+	topics := fr.req.Topics
+	if len(topics) == 0 {
+		topics = make([]fetch.RequestTopic, 1)
+	}
+	parts := topics[0].Partitions[:0]
+	for _, c := range curs {
+		parts = append(parts, fetch.RequestPartition{
 			Partition:          c.partition,
 			CurrentLeaderEpoch: -1,
 			FetchOffset:        c.offset,
 			LogStartOffset:     -1,
 			PartitionMaxBytes:  int32(t.cfg.fetchMaxBytes),
-		}
+		})
 	}
-	req := &fetch.Request{
+	topics[0] = fetch.RequestTopic{Topic: rd.topic, Partitions: parts}
+	fr.req = fetch.Request{
 		ReplicaID:    -1,
 		MaxWaitTime:  int32(t.cfg.fetchMaxWait / time.Millisecond),
 		MinBytes:     1,
 		MaxBytes:     int32(t.cfg.fetchMaxBytes),
 		SessionID:    0,
 		SessionEpoch: -1, // no fetch session: every request is a full one
-		Topics:       []fetch.RequestTopic{{Topic: rd.topic, Partitions: parts}},
+		Topics:       topics,
 	}
 	t.stats.fetchRequests.Add(1)
-	r, _, err := conn.roundTrip(ctx, req)
+	r, _, err := conn.roundTrip(ctx, fr)
 	if err != nil {
 		if ctx.Err() == nil {
 			t.stats.fetchErrors.Add(1)
 		}
 		return nil, err
 	}
-	return r.(*fetch.Response), nil
+	return r.(*fetchResponse), nil
 }
 
 // reset moves a cursor whose offset the broker no longer has (or never had)
@@ -495,7 +499,7 @@ func readRecords(topic string, partition int32, rs protocol.RecordReader, offset
 				}
 			}
 			recs = append(recs, record{msg: msg, offset: r.Offset})
-			next = r.Offset + 1
+			next = max(next, r.Offset+1) // never back, should offsets go back (malformed)
 		}
 	}
 	return recs, next, nil

@@ -3,6 +3,7 @@ module github.com/syncbridge/syncbridge/kafka
 go 1.26.0
 
 require (
+	github.com/klauspost/compress v1.20.3
 	github.com/segmentio/kafka-go v0.4.51
 	github.com/syncbridge/syncbridge v0.0.0
 	github.com/twmb/franz-go v1.22.3
@@ -13,7 +14,6 @@ require (
 
 require (
 	github.com/google/uuid v1.6.0 // indirect
-	github.com/klauspost/compress v1.20.3 // indirect
 	github.com/pierrec/lz4/v4 v4.1.33 // indirect
 	github.com/xdg-go/pbkdf2 v1.0.0 // indirect
 	github.com/xdg-go/scram v1.1.2 // indirect

@@ -263,8 +263,12 @@ func (s *groupSub) runGeneration(gctx context.Context, gen *generation) {
 							s.h(s.ctx, r.msg, ack)
 							continue
 						}
+						// A copy for the goroutine: r itself stays on the
+						// stack (one allocation per record fewer on the
+						// sequential path).
+						msg := r.msg
 						hwg.Go(func() {
-							s.h(s.ctx, r.msg, ack)
+							s.h(s.ctx, msg, ack)
 							<-w.calls
 						})
 					}

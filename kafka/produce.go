@@ -2,14 +2,13 @@ package kafka
 
 import (
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
-
-	"github.com/segmentio/kafka-go/protocol"
 
 	"github.com/syncbridge/syncbridge"
 )
@@ -43,10 +42,12 @@ type pending struct {
 	topic        string
 	partition    int32 // -1 until routed; kept across retries
 	usePartition bool
-	key          []byte // nil means no key
-	value        []byte
-	headers      []protocol.Header
-	size         int // estimated bytes in a record batch
+	key          []byte // nil means no key; aliases tail
+	// tail is the record's key, value and headers as a record batch (v2)
+	// holds them, encoded once by newPending: appendRecord adds what
+	// depends on the batch (length, attributes, deltas).
+	tail []byte
+	size int // estimated bytes in a record batch
 
 	ctx  context.Context
 	done func(error)
@@ -78,40 +79,32 @@ const recordOverhead = 24
 const batchOverhead = 61
 
 // newPending copies msg: the caller may reuse its slices once PublishAsync
-// returned, while the message waits in a queue. One allocation holds key,
-// value and header values.
+// returned, while the message waits in a queue. The copy is the record's
+// encoding (key, value and headers, see appendRecord), in one allocation.
 func newPending(msg *syncbridge.Message) *pending {
-	n := len(msg.Key) + len(msg.Value)
-	for _, h := range msg.Headers {
-		n += len(h.Value)
-	}
-	buf := make([]byte, 0, n)
+	n := bytesLen(msg.Key) + bytesLen(msg.Value) + varintLen(int64(len(msg.Headers)))
 	r := &pending{topic: msg.Topic, partition: -1, usePartition: msg.UsePartition, failed: -1}
 	if msg.UsePartition {
 		r.partition = msg.Partition
 	}
-	if msg.Key != nil {
-		buf = append(buf, msg.Key...)
-		r.key = buf[:len(msg.Key):len(msg.Key)]
-	}
-	if msg.Value != nil {
-		start := len(buf)
-		buf = append(buf, msg.Value...)
-		r.value = buf[start:len(buf):len(buf)]
-	}
 	r.size = recordOverhead + len(msg.Key) + len(msg.Value)
-	if len(msg.Headers) > 0 {
-		r.headers = make([]protocol.Header, len(msg.Headers))
-		for i, h := range msg.Headers {
-			start := len(buf)
-			buf = append(buf, h.Value...)
-			r.headers[i] = protocol.Header{Key: h.Key, Value: buf[start:len(buf):len(buf)]}
-			if h.Value == nil {
-				r.headers[i].Value = nil
-			}
-			r.size += 10 + len(h.Key) + len(h.Value)
-		}
+	for _, h := range msg.Headers {
+		n += varintLen(int64(len(h.Key))) + len(h.Key) + bytesLen(h.Value)
+		r.size += 10 + len(h.Key) + len(h.Value)
 	}
+	buf := make([]byte, 0, n)
+	buf = appendVarBytes(buf, msg.Key)
+	if msg.Key != nil {
+		r.key = buf[len(buf)-len(msg.Key) : len(buf) : len(buf)]
+	}
+	buf = appendVarBytes(buf, msg.Value)
+	buf = binary.AppendVarint(buf, int64(len(msg.Headers)))
+	for _, h := range msg.Headers {
+		buf = binary.AppendVarint(buf, int64(len(h.Key)))
+		buf = append(buf, h.Key...)
+		buf = appendVarBytes(buf, h.Value)
+	}
+	r.tail = buf
 	return r
 }
 

@@ -225,6 +225,7 @@ type producer struct {
 	broker int32
 	wake   chan struct{} // capacity 1: queue is not empty
 	conn   brokerConn    // the loop's own connection
+	enc    []byte        // the loop's encoding buffer, reused by send
 
 	mu      sync.Mutex // protects queue, batches, closed
 	queue   []*pending
@@ -460,6 +461,10 @@ func (p *producer) sendSome(rest []*pending, bs []*batch) ([]*pending, []*batch)
 
 // send sends one produce request for parts and hands every batch its
 // verdict.
+// maxKeptEncoding bounds the encoding buffer a produce loop keeps between
+// requests.
+const maxKeptEncoding = 1 << 20
+
 func (p *producer) send(parts []*batch) {
 	t := p.t
 	now := time.Now().UnixMilli()
@@ -467,11 +472,22 @@ func (p *producer) send(parts []*batch) {
 		Acks:    int16(t.cfg.acks),
 		Timeout: int32(t.cfg.requestTimeout / time.Millisecond),
 	}
+	// The batches are encoded into the loop's buffer, free again once the
+	// request is written (a retry encodes its batch again).
+	buf := p.enc[:0]
+	defer func() {
+		if cap(buf) <= maxKeptEncoding {
+			p.enc = buf[:0]
+		}
+	}()
 	for _, b := range parts {
 		if b.ts == 0 {
 			b.ts = now
 		}
-		enc, err := appendBatch(nil, b, t.cfg.compression)
+		start := len(buf)
+		var err error
+		buf, err = appendBatch(buf, b, t.cfg.compression)
+		enc := buf[start:]
 		if err != nil {
 			// Only a compressor can fail here: nothing was sent.
 			err = fmt.Errorf("syncbridge/kafka: encode batch for %s[%d]: %w", b.topic, b.partition, err)
