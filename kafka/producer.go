@@ -459,12 +459,12 @@ func (p *producer) sendSome(rest []*pending, bs []*batch) ([]*pending, []*batch)
 	return left, leftB
 }
 
-// send sends one produce request for parts and hands every batch its
-// verdict.
 // maxKeptEncoding bounds the encoding buffer a produce loop keeps between
 // requests.
 const maxKeptEncoding = 1 << 20
 
+// send sends one produce request for parts and hands every batch its
+// verdict.
 func (p *producer) send(parts []*batch) {
 	t := p.t
 	now := time.Now().UnixMilli()
