@@ -60,6 +60,14 @@
 // generation and reads on while it finds the new coordinator, so the group
 // does not wait for session timeouts to expire. See Transport.Subscribe.
 //
+// Fetch responses are decoded by this package (record batches v2, every
+// codec, CRC-32C checked; older message sets by kafka-go): a message's key,
+// value and header values are slices of the response, which is never
+// reused, so a handler may keep them; a response over 64 KiB has each
+// message copied out, so that a kept message never holds a large response
+// in memory (TestDecodedRecordsOwnTheirBytes,
+// TestDecodedRecordsCopiedOutOfLargeFrames).
+//
 // # Faults, and what callers see
 //
 // Measured by the tests this package runs in CI (Apache Kafka 4.4, on a

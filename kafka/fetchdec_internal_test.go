@@ -712,3 +712,29 @@ func (d *kgVarReader) varint() int64 {
 	d.bad = true
 	return 0
 }
+
+// Records of a response frame over maxAliased bytes are copied out: a
+// message kept by its handler does not hold the frame. Under it, they
+// alias the frame (which nothing reuses).
+func TestDecodedRecordsCopiedOutOfLargeFrames(t *testing.T) {
+	rs := ourBatch(t, 0, 0, msgPending("key", "value", "kafka_correlationId", "id"))
+	for _, c := range []struct {
+		frame   int
+		aliased bool
+	}{{len(rs), true}, {maxAliased + 1, false}} {
+		frame := slices.Clone(rs)
+		dc := decoder{frame: c.frame}
+		recs, _, err := dc.decodeRecords("t", 0, frame, 0, nil)
+		if err != nil || len(recs) != 1 {
+			t.Fatal(len(recs), err)
+		}
+		m := recs[0].msg
+		clear(frame) // what a reused buffer would do
+		if aliased := string(m.Value) != "value"; aliased != c.aliased {
+			t.Errorf("frame of %d bytes: value %q after the frame was cleared, aliased %v, want %v", c.frame, m.Value, aliased, c.aliased)
+		}
+		if !c.aliased && (string(m.Key) != "key" || string(m.Headers[0].Value) != "id") {
+			t.Errorf("frame of %d bytes: key %q, header %q after the frame was cleared", c.frame, m.Key, m.Headers[0].Value)
+		}
+	}
+}
