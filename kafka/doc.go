@@ -82,9 +82,10 @@
 //     request and reply partitions and coordinating the responders' group,
 //     16 callers, eight runs on a fresh cluster: 30 to 32 of 4,600 to 8,900
 //     requests failed, all started within 2.5 s of the kill; none started
-//     5 s or more after it (asserted); 0 misrouted; none ended later than
-//     its deadline plus 34 ms; no request handled twice and no reply
-//     received twice (asserted). Every partition went without a reply
+//     5 s or more after it (asserted where the cluster recovers within 4 s,
+//     see below); 0 misrouted; none ended later than its deadline plus
+//     34 ms; no request handled twice and no reply received twice
+//     (asserted). Every partition went without a reply
 //     until 3.8 to 5.3 s after the kill, the live brokers' too: until the
 //     controller fences the dead broker (broker.session.timeout.ms: 4 s in
 //     scripts/kafka, 9 s by default) it stays in the in-sync replica set of
@@ -98,16 +99,15 @@
 //     killed broker's own partitions answered again within 0.7 s of the
 //     live ones: a message or partition whose leader is down goes to the
 //     new leader as soon as the metadata names it (see RetryBackoff). The
-//     client's own part is asserted apart from the cluster's: the test
-//     watches the metadata for the cluster's recovery (new leaders, the
-//     dead broker out of every ISR), and every request started 1 s or more
-//     after it succeeds; the last partition answered again 0.3 to 0.7 s
-//     after it (three runs; the cluster recovered 4.1 to 4.7 s after the
-//     kill). The
-//     cluster's recovery is not always that quick: on a cluster carrying 700
-//     partitions, with the killed node also the active KRaft controller, it
-//     took 6.7 to 7.9 s (a new controller is elected before it fences the
-//     dead broker), and the 5 s target above is asserted only where the
+//     client's own part is asserted apart from the cluster's: the test watches
+//     the metadata for the cluster's recovery (new leaders, the dead broker
+//     out of every ISR), and every request started 1 s or more after it
+//     succeeds; the last partition answered again 0.2 to 0.7 s after it (six
+//     runs). The cluster itself recovered 4.1 to 4.7 s after the kill in four
+//     runs, and 6.3 and 6.6 s in two CI runs on a fresh cluster; on a cluster
+//     carrying 700 partitions, with the killed node also the active KRaft
+//     controller, 6.7 to 7.9 s (a new controller is elected before it fences
+//     the dead broker). The 5 s target above is asserted only where the
 //     cluster recovers within 4 s. The
 //     broker's return and leadership moving back to it at once cost 0
 //     failed requests in the eight runs; on a cluster carrying a hundred
