@@ -12,7 +12,6 @@ import (
 
 	"github.com/segmentio/kafka-go/protocol"
 	"github.com/segmentio/kafka-go/protocol/apiversions"
-	"github.com/segmentio/kafka-go/protocol/fetch"
 	"github.com/segmentio/kafka-go/protocol/listoffsets"
 	meta "github.com/segmentio/kafka-go/protocol/metadata"
 	"github.com/segmentio/kafka-go/protocol/produce"
@@ -48,8 +47,6 @@ func throttleOf(res protocol.Message) time.Duration {
 		ms = r.ThrottleTimeMs
 	case *fetchResponse:
 		ms = r.throttleMs
-	case *fetch.Response:
-		ms = r.ThrottleTimeMs
 	case *meta.Response:
 		ms = r.ThrottleTimeMs
 	case *listoffsets.Response:

@@ -12,6 +12,7 @@ import (
 	"github.com/syncbridge/syncbridge"
 	"github.com/syncbridge/syncbridge/memory"
 	sbotel "github.com/syncbridge/syncbridge/otel"
+	"github.com/syncbridge/syncbridge/otel/internal/tracecheck"
 	"go.opentelemetry.io/otel/codes"
 	"go.opentelemetry.io/otel/propagation"
 	"go.opentelemetry.io/otel/trace"
@@ -49,15 +50,9 @@ func checkError(t *testing.T, e *env, name, want string) {
 // The caller's and the responder's error types, for each way a request
 // ends.
 func TestErrorTypes(t *testing.T) {
-	const (
-		kafka   = "messaging.system=kafka"
-		reqOp   = "messaging.operation.name=request"
-		sendOp  = "messaging.operation.name=send,messaging.operation.type=send"
-		procOp  = "messaging.operation.name=process,messaging.operation.type=process"
-		items   = "messaging.destination.name=items"
-		replies = "messaging.destination.name=" + syncbridge.DefaultReplyTopic
-		group   = "messaging.consumer.group.name=items.responders"
-	)
+	// The attribute sets' pieces, as tracecheck.CheckTrace has them.
+	kafka, reqOp, sendOp, procOp := tracecheck.AttrSystem, tracecheck.AttrRequest, tracecheck.AttrSend, tracecheck.AttrProcess
+	items, replies, group := tracecheck.AttrItems, tracecheck.AttrReplies, tracecheck.AttrGroup
 	errType := func(s string) string { return "error.type=" + s + "," }
 	fail := func(code string) syncbridge.ReplyHandler {
 		return func(ctx context.Context, req *syncbridge.Message) (syncbridge.Message, error) {

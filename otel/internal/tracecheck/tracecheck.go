@@ -26,6 +26,19 @@ import (
 	"go.opentelemetry.io/otel/trace"
 )
 
+// Metric attribute sets as Points prints them (sorted by key:
+// consumer.group, destination, operation.name, operation.type, system),
+// piece by piece, for the topic "items" and its Responders' group.
+const (
+	AttrSystem  = "messaging.system=kafka"
+	AttrRequest = "messaging.operation.name=request"
+	AttrSend    = "messaging.operation.name=send,messaging.operation.type=send"
+	AttrProcess = "messaging.operation.name=process,messaging.operation.type=process"
+	AttrItems   = "messaging.destination.name=items"
+	AttrReplies = "messaging.destination.name=" + syncbridge.DefaultReplyTopic
+	AttrGroup   = "messaging.consumer.group.name=items.responders"
+)
+
 // Env is a Telemetry recording into memory: spans into a SpanRecorder,
 // metrics into a ManualReader.
 type Env struct {
@@ -344,37 +357,28 @@ func CheckTrace(t testing.TB, e *Env, tr syncbridge.Transport, sent func()) {
 	}
 
 	ms := e.Collect(t)
-	const (
-		kafka   = "messaging.system=kafka"
-		reqOp   = "messaging.operation.name=request"
-		sendOp  = "messaging.operation.name=send,messaging.operation.type=send"
-		procOp  = "messaging.operation.name=process,messaging.operation.type=process"
-		items   = "messaging.destination.name=items"
-		replies = "messaging.destination.name=" + syncbridge.DefaultReplyTopic
-		group   = "messaging.consumer.group.name=items.responders"
-	)
 	// Attribute sets print sorted by key: consumer.group, destination,
 	// operation.name, operation.type, system.
 	durations := map[string]int64{
-		items + "," + reqOp + "," + kafka:    1,
-		items + "," + sendOp + "," + kafka:   1,
-		replies + "," + sendOp + "," + kafka: 1,
+		AttrItems + "," + AttrRequest + "," + AttrSystem: 1,
+		AttrItems + "," + AttrSend + "," + AttrSystem:    1,
+		AttrReplies + "," + AttrSend + "," + AttrSystem:  1,
 	}
-	if sent == nil && Points(t, ms, "messaging.client.operation.duration")[items+","+sendOp+","+kafka] == 0 {
+	if sent == nil && Points(t, ms, "messaging.client.operation.duration")[AttrItems+","+AttrSend+","+AttrSystem] == 0 {
 		// The reply came before the acknowledgement: no send duration.
-		delete(durations, items+","+sendOp+","+kafka)
+		delete(durations, AttrItems+","+AttrSend+","+AttrSystem)
 	}
 	CheckPoints(t, ms, "messaging.client.operation.duration", durations)
 	CheckPoints(t, ms, "messaging.process.duration", map[string]int64{
-		group + "," + items + "," + procOp + "," + kafka: 1,
+		AttrGroup + "," + AttrItems + "," + AttrProcess + "," + AttrSystem: 1,
 	})
 	CheckPoints(t, ms, "messaging.client.sent.messages", map[string]int64{
-		items + "," + sendOp + "," + kafka:   1,
-		replies + "," + sendOp + "," + kafka: 1,
+		AttrItems + "," + AttrSend + "," + AttrSystem:   1,
+		AttrReplies + "," + AttrSend + "," + AttrSystem: 1,
 	})
 	CheckPoints(t, ms, "messaging.client.consumed.messages", map[string]int64{
-		group + "," + items + "," + procOp + "," + kafka: 1,
-		replies + "," + procOp + "," + kafka:             1,
+		AttrGroup + "," + AttrItems + "," + AttrProcess + "," + AttrSystem: 1,
+		AttrReplies + "," + AttrProcess + "," + AttrSystem:                 1,
 	})
 	for name, want := range map[string]string{
 		"messaging.client.operation.duration": "s", "messaging.process.duration": "s",
