@@ -313,6 +313,16 @@ func (b *Bridge) publishError(c *Call, err error) error {
 	return fmt.Errorf("%w to %q (correlation %s): %w", ErrPublish, c.topic, b.ids.appendID(nil, c.seq), err)
 }
 
+// publishErrorCause is publishError for a request whose context ended
+// (cause, its error) before the transport said it was not sent: the
+// error wraps cause too, as Stats counts it by cause.
+func (b *Bridge) publishErrorCause(c *Call, err, cause error) error {
+	if cause == nil || errors.Is(err, cause) {
+		return b.publishError(c, err)
+	}
+	return fmt.Errorf("%w to %q (correlation %s): %w (publish: %w)", ErrPublish, c.topic, b.ids.appendID(nil, c.seq), cause, err)
+}
+
 // noReply builds the error of a request that was sent, or maybe sent, and
 // got no reply before cause (the context's error) ended it. pubErr, when
 // not nil, is why the transport could not confirm that it was sent.

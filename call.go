@@ -255,10 +255,8 @@ func (c *Call) verdict(cause error) (error, outcome) {
 		notSent, pubErr = c.x.notSent, c.x.pubErr
 	}
 	if notSent != nil {
-		if cause == nil {
-			cause = notSent
-		}
-		return c.b.publishError(c, notSent), outcomeOf(cause)
+		err := c.b.publishErrorCause(c, notSent, cause)
+		return err, outcomeOf(err)
 	}
 	return c.b.noReply(c, cause, pubErr), outcomeOf(cause)
 }
@@ -433,7 +431,7 @@ func (x *callCtx) Done() <-chan struct{} {
 	c.watch() // the watchers end it
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	e := c.extra()
+	e := c.endedExtra()
 	if e.ctxDone == nil {
 		e.ctxDone = make(chan struct{})
 		if e.ctxErr != nil {
@@ -450,7 +448,7 @@ func (x *callCtx) AfterFunc(f func()) (stop func() bool) {
 	c.watch()
 	a := &afterFunc{f: f}
 	c.mu.Lock()
-	e := c.extra()
+	e := c.endedExtra()
 	if e.ctxErr != nil {
 		c.mu.Unlock()
 		go f()
@@ -467,6 +465,19 @@ func (x *callCtx) AfterFunc(f func()) (stop func() bool) {
 		a.stopped = true
 		return true
 	}
+}
+
+// endedExtra returns c.extra(), with the transport's context ended if
+// the Call has: end cancels that context only when the transport watched
+// it by then, and a transport may look at it later (a full queue), when
+// the Call ended before it did. c.mu must be held.
+func (c *Call) endedExtra() *callExtra {
+	e := c.extra()
+	if c.ended && e.ctxErr == nil {
+		e.ctxErr = context.Canceled
+		c.ctxEnded.Store(true)
+	}
+	return e
 }
 
 // cancelCtx ends the transport's context with err, once.

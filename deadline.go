@@ -77,17 +77,6 @@ func (c *deadlineCtx) Err() error {
 	return c.err
 }
 
-// canceled reports whether Close (or release) cancelled the context,
-// without reading the clock.
-func (c *deadlineCtx) canceled() bool {
-	if !c.r.closing.Load() { // Close sets it before cancelling anything
-		return false
-	}
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.err == nil || c.err == context.Canceled
-}
-
 // end closes Done with err, unless it is closed already.
 func (c *deadlineCtx) end(err error) {
 	c.mu.Lock()

@@ -104,16 +104,16 @@ func NewResponder(ctx context.Context, t Transport, topic string, h ReplyHandler
 type inbound struct {
 	req  Message
 	ctx  deadlineCtx // the handler's; ctx.r is the Responder
+	rctx replyCtx    // the reply's publish: the deadline only
 	hdrs [1]Header   // the correlation ID of a plain reply
 }
 
 // inboundAck is inbound for a reply published without waiting (serveAck):
-// with the reply's context, and what its done callback needs.
+// with what its done callback needs.
 type inboundAck struct {
 	inbound
-	rctx replyCtx    // the reply's publish: the deadline only
-	hi   *HandleInfo // with hooks; else nil
-	ack  func()      // the transport's ack
+	hi  *HandleInfo // with hooks; else nil
+	ack func()      // the transport's ack
 }
 
 // serve handles one request: the transport's Handler, when the transport
@@ -126,13 +126,13 @@ func (r *Responder) serve(_ context.Context, msg Message) {
 	if !ok {
 		return
 	}
-	var pctx context.Context = &in.ctx
-	if in.ctx.canceled() { // by Close: the caller still waits, answer it
-		c, cancel := context.WithDeadline(context.Background(), time.Unix(0, in.ctx.deadline))
-		defer cancel()
-		pctx = c
-	}
-	in.published(r.t.Publish(pctx, out), hi)
+	// The reply's context has the request's deadline and is not cancelled
+	// by Close, which may begin at any moment: the caller still waits,
+	// answer it.
+	in.rctx.deadline = in.ctx.deadline
+	perr := r.t.Publish(&in.rctx, out)
+	in.rctx.release()
+	in.published(perr, hi)
 }
 
 // serveAck handles one request as serve does, but hands the reply to the
@@ -141,9 +141,7 @@ func (r *Responder) serve(_ context.Context, msg Message) {
 // request is acked once its reply is acknowledged (or could not be
 // published), so the transport commits it only then, as with serve, while
 // it goes on to the next request meanwhile. The reply's context has the
-// request's deadline and is not cancelled by Close (serve's is the
-// handler's, replaced by one with the deadline alone when Close cancelled
-// it before the reply was published).
+// request's deadline and is not cancelled by Close, as serve's.
 func (r *Responder) serveAck(_ context.Context, msg Message, ack func()) {
 	ia := &inboundAck{inbound: inbound{req: msg}, ack: ack}
 	hi, out, ok := r.handle(&ia.inbound)
