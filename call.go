@@ -123,7 +123,9 @@ func (b *Bridge) start(c *Call, msg *Message, watch bool) {
 		hi.ID = string(b.ids.appendID(nil, c.seq))
 	}
 	if err := c.parent.Err(); err != nil { // nothing will be published
-		c.end(nil, b.publishError(c, err), outcomeOf(err))
+		// Not sent, as a transport would say of it: every ErrPublish
+		// wraps ErrNotSent.
+		c.end(nil, b.publishError(c, fmt.Errorf("%w (%w)", err, ErrNotSent)), outcomeOf(err))
 		return
 	}
 	if d, ok := c.parent.Deadline(); ok {
