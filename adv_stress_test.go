@@ -114,8 +114,8 @@ func request(t *testing.T, b *syncbridge.Bridge, log *outcomeLog, i int, rng *ra
 		cancel()
 	case 3: // no deadline: the Bridge's default timeout
 		ctx, cancel = context.WithCancel(context.Background())
-	default:
-		ctx, cancel = context.WithTimeout(context.Background(), time.Second)
+	default: // long enough for a reply
+		ctx, cancel = context.WithTimeout(context.Background(), 50*time.Millisecond)
 	}
 	defer cancel()
 	var err error
@@ -248,6 +248,159 @@ func TestAdvStressMemory(t *testing.T) {
 			log.check(t, b, n)
 			st := b.Stats()
 			t.Logf("%+v", st)
+		})
+	}
+}
+
+// chaosAsync is an AsyncPublisher whose verdicts on "req" come late, from
+// another goroutine, in random order: each request is either delivered at
+// once (the verdict, later, is nil or a maybe-sent error: a reply can
+// beat it) or held (the verdict is "not sent", given at a random moment
+// or when the context ends, whichever first; never delivered).
+type chaosAsync struct {
+	*memory.Transport
+	mu      sync.Mutex
+	rng     *rand.Rand
+	pending []func()      // verdicts to give
+	kick    chan struct{} // capacity 1: pending is not empty
+}
+
+func (c *chaosAsync) PublishAsync(ctx context.Context, m syncbridge.Message, done func(error)) {
+	if m.Topic != "req" {
+		done(c.Transport.Publish(ctx, m))
+		return
+	}
+	c.mu.Lock()
+	x := c.rng.IntN(4)
+	c.mu.Unlock()
+	var once sync.Once
+	verdict := func(err error) func() { return func() { once.Do(func() { done(err) }) } }
+	switch x {
+	case 0, 1: // delivered; acknowledged (or not) later
+		if err := c.Transport.Publish(context.Background(), m); err != nil {
+			done(err)
+			return
+		}
+		v := verdict(nil)
+		if x == 1 {
+			v = verdict(errors.New("ack lost: the request may have been written"))
+		}
+		c.later(v)
+	default: // held, then dropped: certainly not sent
+		stop := context.AfterFunc(ctx, func() {
+			verdict(fmt.Errorf("dropped: %w (%w)", ctx.Err(), syncbridge.ErrNotSent))()
+		})
+		if x == 2 {
+			c.later(func() {
+				stop()
+				verdict(fmt.Errorf("refused: %w", syncbridge.ErrNotSent))()
+			})
+		}
+	}
+}
+
+func (c *chaosAsync) later(f func()) {
+	c.mu.Lock()
+	c.pending = append(c.pending, f)
+	c.mu.Unlock()
+	select {
+	case c.kick <- struct{}{}:
+	default:
+	}
+}
+
+// run gives the pending verdicts, in random order, until stop; then the
+// rest.
+func (c *chaosAsync) run(stop <-chan struct{}) {
+	for {
+		select {
+		case <-c.kick:
+		case <-stop:
+			c.flush(true)
+			return
+		}
+		c.flush(false)
+	}
+}
+
+func (c *chaosAsync) flush(all bool) {
+	for {
+		c.mu.Lock()
+		if len(c.pending) == 0 {
+			c.mu.Unlock()
+			return
+		}
+		i := c.rng.IntN(len(c.pending))
+		f := c.pending[i]
+		c.pending[i] = c.pending[len(c.pending)-1]
+		c.pending = c.pending[:len(c.pending)-1]
+		c.mu.Unlock()
+		if !all {
+			runtime.Gosched() // let replies and cancels race the verdict
+		}
+		f()
+	}
+}
+
+// TestAdvStressAsyncVerdicts: the same requests as TestAdvStressMemory
+// over an AsyncPublisher whose verdicts race the replies, the cancels, the
+// deadlines and Close.
+func TestAdvStressAsyncVerdicts(t *testing.T) {
+	for round := range 4 {
+		t.Run(fmt.Sprint(round), func(t *testing.T) {
+			seed := uint64(time.Now().UnixNano())
+			rng := rand.New(rand.NewPCG(seed, uint64(round)))
+			t.Logf("seed %d", seed)
+			tr := &memory.Transport{QueueSize: 8, Partitions: 2}
+			defer tr.Close()
+			ca := &chaosAsync{Transport: tr, rng: rand.New(rand.NewPCG(seed, 3)), kick: make(chan struct{}, 1)}
+			stop, stopped := make(chan struct{}), make(chan struct{})
+			go func() { ca.run(stop); close(stopped) }()
+			log := newOutcomeLog()
+			r, err := syncbridge.NewResponder(context.Background(), tr, "req", func(ctx context.Context, req *syncbridge.Message) (syncbridge.Message, error) {
+				log.saw(string(req.Value))
+				return syncbridge.Message{Value: req.Value}, nil
+			}, syncbridge.WithConcurrentHandlers())
+			if err != nil {
+				t.Fatal(err)
+			}
+			b, err := syncbridge.New(context.Background(), ca, syncbridge.WithDefaultTimeout(5*time.Millisecond))
+			if err != nil {
+				t.Fatal(err)
+			}
+			const n = 1500
+			stopAt := n*3/4 + rng.IntN(n/4)
+			var wg sync.WaitGroup
+			sem := make(chan struct{}, 64)
+			for i := range n {
+				if i == stopAt {
+					wg.Add(1)
+					go func() {
+						defer wg.Done()
+						if round%2 == 0 {
+							b.Close()
+						} else {
+							ctx, cancel := context.WithTimeout(context.Background(), time.Millisecond)
+							defer cancel()
+							b.Shutdown(ctx)
+						}
+					}()
+				}
+				sem <- struct{}{}
+				wg.Add(1)
+				seed := rng.Uint64()
+				go func() {
+					defer func() { <-sem; wg.Done() }()
+					request(t, b, log, i, rand.New(rand.NewPCG(seed, 1)))
+				}()
+			}
+			wg.Wait()
+			b.Close()
+			close(stop)
+			<-stopped
+			r.Close()
+			log.check(t, b, n)
+			t.Logf("%+v", b.Stats())
 		})
 	}
 }
