@@ -27,11 +27,12 @@ const (
 	GatherQuiet                      // no reply for GatherOptions.Quiet
 	GatherDeadline                   // the deadline passed
 	GatherCanceled                   // ctx was cancelled
+	GatherClosed                     // the Bridge was closed (the error is ErrClosed)
 )
 
-var gatherStopNames = [...]string{"count", "quiet", "deadline", "canceled"}
+var gatherStopNames = [...]string{"count", "quiet", "deadline", "canceled", "closed"}
 
-// String returns "count", "quiet", "deadline" or "canceled".
+// String returns "count", "quiet", "deadline", "canceled" or "closed".
 func (s GatherStop) String() string {
 	if int(s) >= len(gatherStopNames) {
 		return "GatherStop(?)"
@@ -125,6 +126,8 @@ func (g *gathering) ended(o outcome) int {
 	switch o {
 	case outCanceled:
 		g.stop(GatherCanceled)
+	case outClosed:
+		g.stop(GatherClosed)
 	default:
 		g.stop(GatherDeadline)
 	}

@@ -178,3 +178,42 @@ func TestFailFastNoResponders(t *testing.T) {
 		t.Errorf("without the option: %v, want ErrNoReply", err)
 	}
 }
+
+// TestGatherClosed: a Gather the Bridge's Close ends returns ErrClosed
+// and says so in its stop reason.
+func TestGatherClosed(t *testing.T) {
+	tr := &memory.Transport{}
+	defer tr.Close()
+	started := make(chan struct{})
+	r, err := syncbridge.NewResponder(context.Background(), tr, "req", func(ctx context.Context, req *syncbridge.Message) (syncbridge.Message, error) {
+		close(started)
+		<-ctx.Done() // the Responder's Close
+		return syncbridge.Message{}, ctx.Err()
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	b, err := syncbridge.New(context.Background(), tr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	type result struct {
+		g   *syncbridge.Gathered
+		err error
+	}
+	res := make(chan result, 1)
+	go func() {
+		g, err := b.Gather(ctxTimeout(t, time.Minute), syncbridge.Message{Topic: "req"}, syncbridge.GatherOptions{Count: 2})
+		res <- result{g, err}
+	}()
+	<-started
+	b.Close()
+	got := <-res
+	if !errors.Is(got.err, syncbridge.ErrClosed) || got.g == nil || got.g.Len() != 0 || got.g.Stop != syncbridge.GatherClosed {
+		t.Fatalf("Gather after Close: %+v, %v; want no replies, stopped by %v, ErrClosed", got.g, got.err, syncbridge.GatherClosed)
+	}
+	if got.g.Stop.String() != "closed" {
+		t.Errorf("GatherClosed.String() = %q", got.g.Stop.String())
+	}
+}
