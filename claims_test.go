@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"runtime"
 	"strconv"
 	"sync"
 	"testing"
@@ -741,5 +742,61 @@ func TestClaimNames(t *testing.T) {
 	}
 	if h != wantH {
 		t.Errorf("DefaultHeaderNames() = %+v, want %+v", h, wantH)
+	}
+}
+
+// TestClaimNoRespondersGo: with WithFailFastNoResponders, Go to a topic
+// without responder returns a Call that has already ended with
+// ErrNoResponders (ErrNoResponders: "returned at once by Request, Go and
+// Gather").
+func TestClaimNoRespondersGo(t *testing.T) {
+	e := newEnv(t, nil, syncbridge.WithFailFastNoResponders())
+	c := e.b.Go(ctxTimeout(t, time.Minute), syncbridge.Message{Topic: "nobody"})
+	select {
+	case <-c.Done():
+	default:
+		t.Fatal("Go to a topic without responder returned a Call that has not ended")
+	}
+	if _, err := c.Result(); !errors.Is(err, syncbridge.ErrNoResponders) {
+		t.Errorf("Go: %v, want ErrNoResponders", err)
+	}
+	if st := e.b.Stats(); st.NoResponders != 1 {
+		t.Errorf("stats %+v, want 1 refused for no responders", st)
+	}
+}
+
+// TestClaimNoGoroutinePerCall: Calls waiting for their replies cost no
+// goroutine, whatever their context: shared, without deadline, or one of
+// their own with a deadline (README: "No goroutine and no timer per
+// request"; Call).
+func TestClaimNoGoroutinePerCall(t *testing.T) {
+	e := newEnv(t, nil)
+	const n = 1000
+	shared, cancel := context.WithTimeout(context.Background(), time.Hour)
+	defer cancel()
+	for _, tc := range []struct {
+		name string
+		ctx  func() context.Context
+	}{
+		{"shared", func() context.Context { return shared }},
+		{"no deadline", context.Background},
+		{"own", func() context.Context { return ctxTimeout(t, time.Hour) }},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			before := runtime.NumGoroutine()
+			calls := make([]*syncbridge.Call, n)
+			for i := range calls {
+				calls[i] = e.b.Go(tc.ctx(), syncbridge.Message{Topic: "nowhere"})
+			}
+			if st := e.b.Stats(); st.Waiting != n {
+				t.Fatalf("%d waiting, want %d", st.Waiting, n)
+			}
+			if d := runtime.NumGoroutine() - before; d > 10 {
+				t.Errorf("%d goroutines more with %d Calls waiting, want none per Call", d, n)
+			}
+			for _, c := range calls {
+				c.Cancel()
+			}
+		})
 	}
 }
