@@ -24,9 +24,11 @@ var (
 	// transport knows the request topic has no responder. Safe to retry
 	// once one runs (an HTTP server answers 503).
 	ErrNoResponders = errors.New("syncbridge: no responders")
-	// ErrPublish wraps the transport's error when a request could not be
-	// published. The responder did not receive it (as far as the transport
-	// can tell): the request is safe to retry.
+	// ErrPublish is returned when a request was certainly not sent: the
+	// transport said so (ErrPublish then wraps its error, which wraps
+	// ErrNotSent), or ctx had ended before the request was handed to the
+	// transport (ErrPublish then wraps ctx's error). The responder did not
+	// receive it: the request is safe to retry.
 	ErrPublish = errors.New("syncbridge: publish failed")
 	// ErrNoReply is returned, together with the context's error, when a
 	// request was published but no reply arrived before its context ended.

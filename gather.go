@@ -151,8 +151,9 @@ func (g *gathering) ended(o outcome) int {
 // own group (WithGroup).
 //
 // Errors are those of Request when nothing arrived: ErrPublish,
-// ErrOverloaded, ErrClosed, ErrInvalidMessage, or ErrNoReply with ctx's
-// error (the Gathered is then empty, not nil). A Gather waiting for
+// ErrOverloaded, ErrNoResponders, ErrClosed, ErrInvalidMessage (also for
+// a negative Count or Quiet), or ErrNoReply with ctx's error (the
+// Gathered is then empty, not nil). A Gather waiting for
 // replies costs no goroutine; it counts in Stats as one request.
 func (b *Bridge) Gather(ctx context.Context, msg Message, opts GatherOptions) (*Gathered, error) {
 	g := &gathering{count: opts.Count, quiet: opts.Quiet, notify: make(chan struct{}, 1)}

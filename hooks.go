@@ -68,7 +68,8 @@ type RequestInfo struct {
 	pubStart time.Time // when the request was handed to the transport
 }
 
-// Outcome says how a request ended: one per Stats counter.
+// Outcome says how a request ended: one per Stats counter, and
+// OutcomeInvalid, which Stats does not count.
 type Outcome uint8
 
 // Outcomes of a request.

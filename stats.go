@@ -40,10 +40,11 @@ type counters struct {
 	dropped  [numDropReasons]atomic.Uint64
 }
 
-// Stats are a Bridge's counters since New, for metrics. Each request with
-// a topic ends in exactly one of Replies, RemoteErrors, Canceled, TimedOut,
+// Stats are a Bridge's counters since New, for metrics. Each request not
+// refused with ErrInvalidMessage (no topic, or invalid GatherOptions) ends
+// in exactly one of Replies, RemoteErrors, Canceled, TimedOut,
 // PublishErrors, Overloaded, Closed and NoResponders, whether it was
-// started by Request, Go or Gather.
+// started by Request, Go or Gather; an invalid one counts in none.
 type Stats struct {
 	// InFlight is the number of requests in flight now: started, and not
 	// yet returned (Request) or ended (Go).
