@@ -440,3 +440,82 @@ func TestHasRespondersStale(t *testing.T) {
 	failing.Store(false)
 	await("true, known", func(has, known bool) bool { return has && known })
 }
+
+// MaxProduceBytes' doc: the produce loop splits what it gathered into
+// several requests past the cap (counting the encoded records), and a
+// single message larger than the cap is still sent alone.
+func TestMaxProduceBytesSplits(t *testing.T) {
+	e := newEnv(t)
+	if e.cluster == nil {
+		t.Skip("reads the produce requests on kfake")
+	}
+	const limit = 4096
+	topic := e.topic(t, 4)
+	type produced struct{ bytes, records int }
+	var (
+		mu   sync.Mutex // protects reqs
+		reqs []produced
+	)
+	e.cluster.ControlKey(int16(kmsg.Produce), func(req kmsg.Request) (kmsg.Response, error, bool) {
+		e.cluster.KeepControl()
+		var p produced
+		for _, rt := range req.(*kmsg.ProduceRequest).Topics {
+			for _, rp := range rt.Partitions {
+				var b kmsg.RecordBatch
+				if err := b.ReadFrom(rp.Records); err != nil {
+					t.Errorf("undecodable batch: %v", err)
+				}
+				p.bytes += len(rp.Records)
+				p.records += int(b.NumRecords)
+			}
+		}
+		mu.Lock()
+		reqs = append(reqs, p)
+		mu.Unlock()
+		time.Sleep(time.Millisecond) // on the broker's loop: requests queue behind it, as on a real broker
+		return nil, nil, false
+	})
+	tr := e.transport(t, kafka.MaxProduceBytes(limit))
+	ctx := testCtx(t, 30*time.Second)
+	const n = 400
+	var wg sync.WaitGroup
+	value := make([]byte, 300)
+	for i := range n + 1 {
+		v := value
+		if i == n/2 {
+			v = make([]byte, 2*limit) // larger than the cap: alone
+		}
+		wg.Add(1)
+		tr.PublishAsync(ctx, syncbridge.Message{Topic: topic, Key: []byte(strconv.Itoa(i)), Value: v}, func(err error) {
+			if err != nil {
+				t.Errorf("message %d: %v", i, err)
+			}
+			wg.Done()
+		})
+	}
+	wg.Wait()
+	mu.Lock()
+	defer mu.Unlock()
+	var gathered, full, big int
+	for _, p := range reqs {
+		if p.records > 1 {
+			gathered++
+		}
+		if p.bytes > limit*3/4 {
+			full++
+		}
+		if p.bytes > limit {
+			big++
+			if p.records != 1 {
+				t.Errorf("a produce request of %d bytes over the %d cap carries %d records, want 1 (alone)", p.bytes, limit, p.records)
+			}
+		}
+	}
+	t.Logf("%d messages in %d produce requests: %d with several records, %d filled over 3/4 of the cap, %d over it", n+1, len(reqs), gathered, full, big)
+	if big != 1 {
+		t.Errorf("%d produce requests over the cap, want 1 (the large message, alone)", big)
+	}
+	if full < 2 {
+		t.Errorf("%d produce requests filled over 3/4 of the cap: messages were not gathered up to it", full)
+	}
+}
