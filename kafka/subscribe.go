@@ -17,7 +17,8 @@ import (
 // starting at the end offsets it resolves before Subscribe returns, so every
 // message published after Subscribe returned is delivered. h is called from
 // one goroutine per partition leader (one in all on a one-broker cluster),
-// so calls for one partition are sequential. Broadcast subscriptions of one
+// with or without cfg.Concurrent, so calls for one partition are
+// sequential and in offset order. Broadcast subscriptions of one
 // Transport to the same partitions of a topic share that goroutine and its
 // fetches: each record goes to each of them in turn, so a slow handler
 // delays the others. A partition whose leader fails or moves is read from
@@ -52,20 +53,23 @@ func (t *Transport) Subscribe(ctx context.Context, cfg syncbridge.SubscribeConfi
 // SubscribeAck is Subscribe with an AckHandler (syncbridge.AckSubscriber):
 // a message counts as handled once ack was called for it, not when the
 // handler returns. The next message of a partition is delivered once the
-// call for the previous one returned (or, with cfg.Concurrent, as for
-// Subscribe), so a handler can pass the end of its work on, a reply's
-// acknowledgement say, and the partition moves on meanwhile. Up to 256
-// messages per partition may be pending (handed to the handler, and not
-// both returned and acked); the partition waits while that many are.
+// call for the previous one returned (or, for a group subscription with
+// cfg.Concurrent, as for Subscribe), so a handler can pass the end of its
+// work on, a reply's acknowledgement say, and the partition moves on
+// meanwhile.
 //
-// With cfg.Group, an offset is committed only once ack was called for its
+// With cfg.Group, up to 256 messages per partition may be pending (handed
+// to the handler, and not both returned and acked); the partition waits
+// while that many are. An offset is committed only once ack was called for its
 // message and for every message of the partition before it; a message not
 // acked when the member loses the partition (a crash, a lost session) is
 // delivered again to the partition's next owner, as is every message after
 // it. Close, and the end of a generation in a rebalance, wait for the
 // handler calls in progress and for the acks of every message handed out
 // before committing and giving the partitions up: a handler that never
-// acks holds them (and Close) up. Without cfg.Group, nothing is committed,
+// acks holds them (and Close) up. Without cfg.Group, nothing is committed
+// and the number of messages pending is not bounded (the next one is
+// delivered once the call for the previous one returned, acked or not),
 // and Close waits for the outstanding acks too.
 func (t *Transport) SubscribeAck(ctx context.Context, cfg syncbridge.SubscribeConfig, h syncbridge.AckHandler) (syncbridge.Subscription, error) {
 	if h == nil {

@@ -50,10 +50,13 @@ var errClosedNotSent error = &notSentError{errClosed}
 // each topic's max.message.bytes. Under RequireAll the producer is
 // idempotent. Broadcast subscriptions read all their partitions with one
 // fetch request per leader and round; group subscriptions join a Kafka
-// consumer group and commit an offset once the handler has returned for
-// it. Every connection (produce, fetch, metadata, offsets, topic creation)
-// is set up in one place, with TLS and SASL as configured; group
-// membership goes through a kafka-go ConsumerGroup.
+// consumer group and commit an offset once the handler has returned for it
+// (with SubscribeAck, once it was acked) and for every message before it.
+// Group membership is this package's own, on kafka-go's protocol API (no
+// kafka-go ConsumerGroup or Reader): a member keeps its member ID and its
+// generation through the failure of the group's coordinator. Every
+// connection (produce, fetch, metadata, offsets, group membership, topic
+// creation) is set up in one place, with TLS and SASL as configured.
 type Transport struct {
 	cfg       config
 	bootstrap []string
