@@ -25,10 +25,11 @@ var (
 	// once one runs (an HTTP server answers 503).
 	ErrNoResponders = errors.New("syncbridge: no responders")
 	// ErrPublish is returned when a request was certainly not sent: the
-	// transport said so (ErrPublish then wraps its error, which wraps
-	// ErrNotSent), or ctx had ended before the request was handed to the
-	// transport (ErrPublish then wraps ctx's error). The responder did not
-	// receive it: the request is safe to retry.
+	// transport said so (ErrPublish then wraps its error), or ctx had ended
+	// before the request was handed to the transport (ErrPublish then wraps
+	// ctx's error). Either way the error wraps ErrNotSent, and ctx's error
+	// too when ctx had ended first. The responder did not receive it: the
+	// request is safe to retry.
 	ErrPublish = errors.New("syncbridge: publish failed")
 	// ErrNoReply is returned, together with the context's error, when a
 	// request was published but no reply arrived before its context ended.
