@@ -10,17 +10,42 @@ import (
 // and cancellation by Close, with nothing else. It costs no allocation and
 // no timer unless someone asks for its Done channel; context.WithDeadline
 // would cost both on every request, and most handlers never wait on Done.
+//
+// It holds the context the request's reply is published with (rc, which
+// carries the deadline for both), and keeps why it ended as a byte: the
+// two share one allocation with the request (inbound), which stays within
+// a smaller size class.
 type deadlineCtx struct {
-	deadline int64      // Unix nanoseconds: 16 bytes less than a time.Time
-	r        *Responder // Close cancels the context
+	rc replyCtx   // the reply's context; rc.deadline is the deadline of both
+	r  *Responder // Close cancels the context
 
 	mu    sync.Mutex // protects done, timer and err
+	err   ctxErr
 	done  chan struct{}
 	timer *time.Timer
-	err   error
 }
 
-func (c *deadlineCtx) Deadline() (time.Time, bool) { return time.Unix(0, c.deadline), true }
+// ctxErr is why a deadlineCtx ended, in a byte.
+type ctxErr uint8
+
+const (
+	ctxLive     ctxErr = iota // not ended
+	ctxCanceled               // context.Canceled
+	ctxExpired                // context.DeadlineExceeded
+)
+
+// error returns the error e stands for (nil while live).
+func (e ctxErr) error() error {
+	switch e {
+	case ctxCanceled:
+		return context.Canceled
+	case ctxExpired:
+		return context.DeadlineExceeded
+	}
+	return nil
+}
+
+func (c *deadlineCtx) Deadline() (time.Time, bool) { return time.Unix(0, c.rc.deadline), true }
 
 func (c *deadlineCtx) Value(any) any { return nil }
 
@@ -33,16 +58,16 @@ func (c *deadlineCtx) Done() <-chan struct{} {
 	}
 	c.done = make(chan struct{})
 	done := c.done
-	d := time.Duration(c.deadline - time.Now().UnixNano())
-	if d <= 0 || c.err != nil {
-		if c.err == nil {
-			c.err = context.DeadlineExceeded
+	d := time.Duration(c.rc.deadline - time.Now().UnixNano())
+	if d <= 0 || c.err != ctxLive {
+		if c.err == ctxLive {
+			c.err = ctxExpired
 		}
 		close(c.done)
 		c.mu.Unlock()
 		return done
 	}
-	c.timer = time.AfterFunc(d, func() { c.end(context.DeadlineExceeded) })
+	c.timer = time.AfterFunc(d, func() { c.end(ctxExpired) })
 	// Registered, under c.mu, so that Close can close it and release,
 	// which sees done set, finds it registered.
 	r := c.r
@@ -51,7 +76,7 @@ func (c *deadlineCtx) Done() <-chan struct{} {
 	r.mu.Unlock()
 	c.mu.Unlock()
 	if r.closing.Load() { // Close may have begun before the registration
-		c.end(context.Canceled)
+		c.end(ctxCanceled)
 	}
 	return done
 }
@@ -61,27 +86,27 @@ func (c *deadlineCtx) Err() error {
 	c.mu.Lock()
 	err := c.err
 	c.mu.Unlock()
-	if err != nil {
-		return err
+	if err != ctxLive {
+		return err.error()
 	}
 	switch {
 	case c.r.closing.Load():
-		c.end(context.Canceled)
-	case time.Now().UnixNano() >= c.deadline:
-		c.end(context.DeadlineExceeded)
+		c.end(ctxCanceled)
+	case time.Now().UnixNano() >= c.rc.deadline:
+		c.end(ctxExpired)
 	default:
 		return nil
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	return c.err
+	return c.err.error()
 }
 
 // end closes Done with err, unless it is closed already.
-func (c *deadlineCtx) end(err error) {
+func (c *deadlineCtx) end(err ctxErr) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if c.err != nil {
+	if c.err != ctxLive {
 		return
 	}
 	c.err = err
@@ -94,7 +119,7 @@ func (c *deadlineCtx) end(err error) {
 // release ends the context as its cancel function would: called when the
 // handler has returned, so that work it left behind stops too.
 func (c *deadlineCtx) release() {
-	c.end(context.Canceled)
+	c.end(ctxCanceled)
 	c.mu.Lock()
 	registered := c.done != nil
 	c.mu.Unlock()
@@ -107,5 +132,5 @@ func (c *deadlineCtx) release() {
 }
 
 func (c *deadlineCtx) String() string {
-	return "syncbridge.deadlineCtx(" + time.Unix(0, c.deadline).String() + ")"
+	return "syncbridge.deadlineCtx(" + time.Unix(0, c.rc.deadline).String() + ")"
 }

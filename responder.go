@@ -103,8 +103,7 @@ func NewResponder(ctx context.Context, t Transport, topic string, h ReplyHandler
 // headers.
 type inbound struct {
 	req  Message
-	ctx  deadlineCtx // the handler's; ctx.r is the Responder
-	rctx replyCtx    // the reply's publish: the deadline only
+	ctx  deadlineCtx // the handler's (ctx.r is the Responder), and the reply's (ctx.rc)
 	hdrs [1]Header   // the correlation ID of a plain reply
 }
 
@@ -129,9 +128,8 @@ func (r *Responder) serve(_ context.Context, msg Message) {
 	// The reply's context has the request's deadline and is not cancelled
 	// by Close, which may begin at any moment: the caller still waits,
 	// answer it.
-	in.rctx.deadline = in.ctx.deadline
-	perr := r.t.Publish(&in.rctx, out)
-	in.rctx.release()
+	perr := r.t.Publish(&in.ctx.rc, out)
+	in.ctx.rc.release()
 	in.published(perr, hi)
 }
 
@@ -150,14 +148,13 @@ func (r *Responder) serveAck(_ context.Context, msg Message, ack func()) {
 		return
 	}
 	ia.hi = hi
-	ia.rctx.deadline = ia.ctx.deadline
-	r.t.(AsyncPublisher).PublishAsync(&ia.rctx, out, ia.done)
+	r.t.(AsyncPublisher).PublishAsync(&ia.ctx.rc, out, ia.done)
 }
 
 // done is PublishAsync's done callback for the reply of ia's request.
 func (ia *inboundAck) done(perr error) {
 	ia.published(perr, ia.hi)
-	ia.rctx.release()
+	ia.ctx.rc.release()
 	ia.ack()
 }
 
@@ -183,7 +180,7 @@ func (r *Responder) handle(in *inbound) (hi *HandleInfo, out Message, ok bool) {
 	case deadline.UnixNano()-now.UnixNano() > int64(r.cfg.maxTimeout): // no Sub: cheaper
 		deadline = now.Add(r.cfg.maxTimeout)
 	}
-	in.ctx.deadline = deadline.UnixNano()
+	in.ctx.rc.deadline = deadline.UnixNano()
 	in.ctx.r = r
 	ctx := &in.ctx
 	r.stats.inProgress.Add(1)
@@ -364,7 +361,7 @@ func (r *Responder) Close() error {
 	}
 	r.mu.Unlock()
 	for _, c := range ws {
-		c.end(context.Canceled)
+		c.end(ctxCanceled)
 	}
 	return r.closeSub()
 }
