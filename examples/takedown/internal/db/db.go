@@ -20,7 +20,7 @@ import (
 	"time"
 
 	_ "github.com/jackc/pgx/v5/stdlib" // registers the "pgx" driver
-	_ "modernc.org/sqlite"             // registers the "sqlite" driver
+	"modernc.org/sqlite"               // registers the "sqlite" driver
 )
 
 // Dialect is the SQL dialect of a database.
@@ -92,7 +92,7 @@ func Open(ctx context.Context, dsn string) (*DB, error) {
 		return nil, fmt.Errorf("db: open %s: %w", d.desc, err)
 	}
 	d.SetConnMaxIdleTime(time.Minute)
-	if err := d.PingContext(ctx); err != nil {
+	if err := d.ping(ctx); err != nil {
 		d.Close()
 		return nil, fmt.Errorf("db: %s: %w", d.desc, err)
 	}
@@ -102,6 +102,32 @@ func Open(ctx context.Context, dsn string) (*DB, error) {
 	}
 	return d, nil
 }
+
+// ping connects. A new SQLite connection switches the file to WAL, which
+// takes the file's exclusive lock without waiting for it (SQLite calls no
+// busy handler there): when several processes open one new file at once,
+// it is tried again, within ctx.
+func (d *DB) ping(ctx context.Context) error {
+	wait := 5 * time.Millisecond
+	for {
+		err := d.PingContext(ctx)
+		var se *sqlite.Error
+		if err == nil || d.Dialect != SQLite || !errors.As(err, &se) || se.Code()&0xff != sqliteBusy {
+			return err
+		}
+		t := time.NewTimer(wait)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return fmt.Errorf("%w (%w)", err, ctx.Err())
+		case <-t.C:
+		}
+		wait = min(2*wait, 200*time.Millisecond)
+	}
+}
+
+// sqliteBusy is SQLITE_BUSY, the primary result code of a locked file.
+const sqliteBusy = 5
 
 // sqliteDSN adds the connection settings to an SQLite path: a busy timeout
 // (other connections and processes may hold the write lock), WAL, fsync on
