@@ -11,11 +11,11 @@ import (
 	"github.com/syncbridge/syncbridge/memory"
 )
 
-// TestAdvSelfPublishTransportClose: handlers of every kind of subscription
+// TestSelfPublishTransportClose: handlers of every kind of subscription
 // publish (two messages each, so that small queues fill) to their own
 // topic while the transport closes. Close returns, every Publish returns,
 // and nothing is left running (goleak), every time.
-func TestAdvSelfPublishTransportClose(t *testing.T) {
+func TestSelfPublishTransportClose(t *testing.T) {
 	kinds := []struct {
 		cfg syncbridge.SubscribeConfig
 		ack bool

@@ -162,10 +162,45 @@ func request(t *testing.T, b *syncbridge.Bridge, log *outcomeLog, i int, rng *ra
 	log.add(payload, err)
 }
 
-// TestAdvStressMemory: requests on the memory transport, with its faults
+// stress runs n requests, at most conc at a time, each with a random end
+// (request), and Closes the Bridge (byClose) or Shuts it down with a 1 ms
+// bound at a random point in the last quarter; each(i, wg), when not nil,
+// runs before request i and may start goroutines on wg. It returns once
+// every request ended, with the Bridge closed.
+func stress(t *testing.T, b *syncbridge.Bridge, log *outcomeLog, rng *rand.Rand, n, conc int, byClose bool, each func(i int, wg *sync.WaitGroup)) {
+	stopAt := n*3/4 + rng.IntN(n/4)
+	var wg sync.WaitGroup
+	sem := make(chan struct{}, conc)
+	for i := range n {
+		if each != nil {
+			each(i, &wg)
+		}
+		if i == stopAt {
+			wg.Go(func() {
+				if byClose {
+					b.Close()
+					return
+				}
+				ctx, cancel := context.WithTimeout(context.Background(), time.Millisecond)
+				defer cancel()
+				b.Shutdown(ctx)
+			})
+		}
+		sem <- struct{}{}
+		seed := rng.Uint64()
+		wg.Go(func() {
+			defer func() { <-sem }()
+			request(t, b, log, i, rand.New(rand.NewPCG(seed, 1)))
+		})
+	}
+	wg.Wait()
+	b.Close()
+}
+
+// TestStressMemory: requests on the memory transport, with its faults
 // (drop, duplicate, hold and release), small queues, random ends, and a
 // Bridge Close or Shutdown in the middle.
-func TestAdvStressMemory(t *testing.T) {
+func TestStressMemory(t *testing.T) {
 	for round := range 4 {
 		t.Run(fmt.Sprint(round), func(t *testing.T) {
 			seed := uint64(time.Now().UnixNano())
@@ -208,40 +243,11 @@ func TestAdvStressMemory(t *testing.T) {
 				t.Fatal(err)
 			}
 			const n = 2000
-			stopAt := n*3/4 + rng.IntN(n/4)
-			var wg sync.WaitGroup
-			sem := make(chan struct{}, 96)
-			for i := range n {
+			stress(t, b, log, rng, n, 96, round%2 == 0, func(i int, wg *sync.WaitGroup) {
 				if i%50 == 0 {
-					wg.Add(1)
-					go func() { // release what was held: late, reordered
-						defer wg.Done()
-						tr.Release(ctxTimeout(t, time.Second))
-					}()
+					wg.Go(func() { tr.Release(ctxTimeout(t, time.Second)) }) // what was held: late, reordered
 				}
-				if i == stopAt {
-					wg.Add(1)
-					go func() {
-						defer wg.Done()
-						if round%2 == 0 {
-							b.Close()
-						} else {
-							ctx, cancel := context.WithTimeout(context.Background(), time.Millisecond)
-							defer cancel()
-							b.Shutdown(ctx)
-						}
-					}()
-				}
-				sem <- struct{}{}
-				wg.Add(1)
-				seed := rng.Uint64()
-				go func() {
-					defer func() { <-sem; wg.Done() }()
-					request(t, b, log, i, rand.New(rand.NewPCG(seed, 1)))
-				}()
-			}
-			wg.Wait()
-			b.Close()
+			})
 			tr.SetFaults(nil)
 			tr.Release(ctxTimeout(t, time.Second)) // the responder may still get them
 			r.Close()
@@ -342,10 +348,10 @@ func (c *chaosAsync) flush(all bool) {
 	}
 }
 
-// TestAdvStressAsyncVerdicts: the same requests as TestAdvStressMemory
+// TestStressAsyncVerdicts: the same requests as TestStressMemory
 // over an AsyncPublisher whose verdicts race the replies, the cancels, the
 // deadlines and Close.
-func TestAdvStressAsyncVerdicts(t *testing.T) {
+func TestStressAsyncVerdicts(t *testing.T) {
 	for round := range 4 {
 		t.Run(fmt.Sprint(round), func(t *testing.T) {
 			seed := uint64(time.Now().UnixNano())
@@ -369,33 +375,7 @@ func TestAdvStressAsyncVerdicts(t *testing.T) {
 				t.Fatal(err)
 			}
 			const n = 1500
-			stopAt := n*3/4 + rng.IntN(n/4)
-			var wg sync.WaitGroup
-			sem := make(chan struct{}, 64)
-			for i := range n {
-				if i == stopAt {
-					wg.Add(1)
-					go func() {
-						defer wg.Done()
-						if round%2 == 0 {
-							b.Close()
-						} else {
-							ctx, cancel := context.WithTimeout(context.Background(), time.Millisecond)
-							defer cancel()
-							b.Shutdown(ctx)
-						}
-					}()
-				}
-				sem <- struct{}{}
-				wg.Add(1)
-				seed := rng.Uint64()
-				go func() {
-					defer func() { <-sem; wg.Done() }()
-					request(t, b, log, i, rand.New(rand.NewPCG(seed, 1)))
-				}()
-			}
-			wg.Wait()
-			b.Close()
+			stress(t, b, log, rng, n, 64, round%2 == 0, nil)
 			close(stop)
 			<-stopped
 			r.Close()

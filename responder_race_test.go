@@ -14,11 +14,11 @@ import (
 	"github.com/syncbridge/syncbridge/memory"
 )
 
-// TestAdvResponderStopRace: requests in progress on a Responder whose
+// TestResponderStopRace: requests in progress on a Responder whose
 // Shutdown (with a context that ends at a random moment) races its Close.
 // Every request whose handler started gets its reply (a handler cancelled
 // by Close answers with an error reply): none waits for its deadline.
-func TestAdvResponderStopRace(t *testing.T) {
+func TestResponderStopRace(t *testing.T) {
 	for trial := range 20 {
 		t.Run(fmt.Sprint(trial), func(t *testing.T) {
 			rng := rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), uint64(trial)))

@@ -72,11 +72,11 @@ func (l lateWatcherAsync) PublishAsync(ctx context.Context, m syncbridge.Message
 	})
 }
 
-// TestAdvCloseBeforeTransportWatches: Close ends a Call that the transport
+// TestCloseBeforeTransportWatches: Close ends a Call that the transport
 // holds but has not watched yet. The transport's context must end all the
 // same (a Call that is over leaves nothing queued), else a synchronous
 // Publish that waits for room blocks its Request past Close.
-func TestAdvCloseBeforeTransportWatches(t *testing.T) {
+func TestCloseBeforeTransportWatches(t *testing.T) {
 	for _, async := range []bool{false, true} {
 		t.Run(fmt.Sprint("async=", async), func(t *testing.T) {
 			lw := newLateWatcher(t)
@@ -149,12 +149,12 @@ func (h *heldDone) PublishAsync(ctx context.Context, m syncbridge.Message, done 
 	h.dones <- heldPub{ctx, done}
 }
 
-// TestAdvCancelThenVerdict: a Call cancelled (or timed out) while the
+// TestCancelThenVerdict: a Call cancelled (or timed out) while the
 // transport holds it ends with the transport's verdict; whatever that
 // verdict's own cause, the error wraps the context's error (Cancel's and
 // Request's documentation) and counts where that error says: Stats and
 // error agree, whichever of the two comes first.
-func TestAdvCancelThenVerdict(t *testing.T) {
+func TestCancelThenVerdict(t *testing.T) {
 	tooLarge := fmt.Errorf("message too large: %w", syncbridge.ErrNotSent)
 	reset := errors.New("connection reset: the request may have been written")
 	for _, v := range []struct {
@@ -292,10 +292,10 @@ func (c *closeDuringReply) Publish(ctx context.Context, m syncbridge.Message) er
 	return c.Transport.Publish(ctx, m)
 }
 
-// TestAdvResponderCloseAfterHandlerReturned: a handler returns, and Close
+// TestResponderCloseAfterHandlerReturned: a handler returns, and Close
 // begins before its reply is published. Close promises that the replies
 // of the handler calls in progress are published: the caller gets it.
-func TestAdvResponderCloseAfterHandlerReturned(t *testing.T) {
+func TestResponderCloseAfterHandlerReturned(t *testing.T) {
 	tr := &memory.Transport{}
 	defer tr.Close()
 	cd := &closeDuringReply{tr, make(chan context.Context, 1), make(chan struct{}), make(chan struct{})}
