@@ -179,7 +179,7 @@ func TestResponderPipelinesOnKafka(t *testing.T) {
 	}
 	requests, replies := e.topic(t, 1), e.topic(t, 1)
 	ctx := testCtx(t, time.Minute)
-	held, release := make(chan struct{}), make(chan struct{})
+	held, h := make(chan struct{}), e.holder(t)
 	var once sync.Once
 	e.cluster.ControlKey(int16(kmsg.Produce), func(req kmsg.Request) (kmsg.Response, error, bool) {
 		e.cluster.KeepControl()
@@ -187,7 +187,7 @@ func TestResponderPipelinesOnKafka(t *testing.T) {
 			if tp.Topic == replies {
 				once.Do(func() {
 					close(held)
-					e.cluster.SleepControl(func() { <-release })
+					h.hold()
 				})
 			}
 		}
@@ -220,13 +220,13 @@ func TestResponderPipelinesOnKafka(t *testing.T) {
 		select {
 		case <-calls:
 		case <-time.After(20 * time.Second):
-			close(release)
+			h.release()
 			wg.Wait()
 			t.Fatalf("%d of %d requests handled while the first reply was held: the Responder waits for each reply", i, n)
 		}
 	}
 	st := r.Stats()
-	close(release)
+	h.release()
 	wg.Wait()
 	if st.InProgress == 0 {
 		t.Error("InProgress 0 with replies not acknowledged")

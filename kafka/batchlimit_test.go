@@ -65,14 +65,14 @@ func TestBatchesFitTopic(t *testing.T) {
 		base := c.len()
 		// Hold the produce loop on a first message, so that the large one
 		// and twenty small ones queue up and leave in one request.
-		var release chan struct{}
+		var h *holder
 		if e.cluster != nil {
 			held := make(chan struct{})
-			release = make(chan struct{})
+			h = e.holder(t)
 			var once sync.Once
 			e.cluster.ControlKey(int16(kmsg.Produce), func(kmsg.Request) (kmsg.Response, error, bool) {
 				once.Do(func() { close(held) })
-				e.cluster.SleepControl(func() { <-release })
+				h.hold()
 				return nil, nil, false
 			})
 			tr.PublishAsync(ctx, syncbridge.Message{Topic: topic, Value: []byte("first")}, func(error) {})
@@ -97,8 +97,8 @@ func TestBatchesFitTopic(t *testing.T) {
 		for i := 10; i < 20; i++ {
 			publish(fmt.Sprint("small-", i), 100)
 		}
-		if release != nil {
-			close(release)
+		if h != nil {
+			h.release()
 		}
 		wg.Wait()
 		bigErr := errs["large"]

@@ -227,3 +227,81 @@ func freePort(t testing.TB) int {
 	defer l.Close()
 	return l.Addr().(*net.TCPAddr).Port
 }
+
+// holder holds kfake requests in their control function (SleepControl)
+// until released.
+//
+// A control function still asleep when its cluster closes can deadlock
+// kfake's run loop, which Close does not wait for: SleepControl returns on
+// the cluster's end, the control function's goroutine then takes the
+// cluster's control mutex for the run loop to release, and a run loop
+// that picks another ready case over the end (the sleeper's wake-up, a
+// request) blocks on that mutex for good; goleak then finds it. So the
+// holder releases when the test ends, before the cluster closes (its
+// Cleanup runs before newEnv's) and waits until every held control
+// function has been resumed by the run loop; once released, nothing is
+// held.
+type holder struct {
+	c        *kfake.Cluster
+	ch       chan struct{}
+	mu       sync.Mutex // protects released, asleep's Add
+	released bool
+	asleep   sync.WaitGroup
+}
+
+// holder returns a holder on e's kfake cluster, released when the test
+// ends.
+func (e *env) holder(t testing.TB) *holder {
+	t.Helper()
+	h := &holder{c: e.cluster, ch: make(chan struct{})}
+	t.Cleanup(func() {
+		h.release()
+		if err := h.wait(time.Minute); err != nil {
+			t.Error(err)
+		}
+	})
+	return h
+}
+
+// hold, called in a control function, holds its request until release;
+// once released it returns at once.
+func (h *holder) hold() {
+	h.mu.Lock()
+	if h.released {
+		h.mu.Unlock()
+		return
+	}
+	h.asleep.Add(1)
+	h.mu.Unlock()
+	// Unless the cluster closed, SleepControl returns through the run
+	// loop's wake-up, after which the run loop waits for this control
+	// function's result whatever else comes.
+	defer h.asleep.Done()
+	h.c.SleepControl(func() { <-h.ch })
+}
+
+// release lets the held requests go, and any later ones pass.
+func (h *holder) release() {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if !h.released {
+		h.released = true
+		close(h.ch)
+	}
+}
+
+// wait waits, after release, up to d until every held control function
+// has resumed.
+func (h *holder) wait(d time.Duration) error {
+	done := make(chan struct{})
+	go func() {
+		h.asleep.Wait()
+		close(done)
+	}()
+	select {
+	case <-done:
+		return nil
+	case <-time.After(d):
+		return fmt.Errorf("a request held in kfake was not resumed %v after its release", d)
+	}
+}

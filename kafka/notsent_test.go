@@ -296,16 +296,14 @@ func TestPublishAfterClose(t *testing.T) {
 	if err := tr.Publish(ctx, syncbridge.Message{Topic: topic, Value: []byte("warm")}); err != nil {
 		t.Fatal(err)
 	}
-	held := make(chan struct{})
-	release := make(chan struct{})
+	held, h := make(chan struct{}), e.holder(t)
 	var once sync.Once
 	e.cluster.ControlKey(int16(kmsg.Produce), func(kmsg.Request) (kmsg.Response, error, bool) {
 		e.cluster.KeepControl()
 		once.Do(func() { close(held) })
-		e.cluster.SleepControl(func() { <-release })
+		h.hold()
 		return nil, nil, false
 	})
-	defer close(release)
 	const n = 20
 	errs := make(chan error, n)
 	tr.PublishAsync(ctx, syncbridge.Message{Topic: topic, Value: []byte("first")}, func(err error) { errs <- err })
