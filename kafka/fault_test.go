@@ -438,7 +438,7 @@ func (s *ftServed) count(name string) (n int) {
 // its own reply.
 //
 // close: the victim is closed, leaving the group: the takeover is a
-// rebalance away. crash (kfake only): the victim's last commit and its
+// rebalance away, and no request fails (asserted). crash (kfake only): the victim's last commit and its
 // LeaveGroup fail, as if its process died: the coordinator hands its
 // partitions over only once its session timed out, and the survivor
 // re-handles what it had not committed.
@@ -548,6 +548,11 @@ func ftFailover(t *testing.T, crash bool) {
 				failedDuring++
 			}
 		}
+	}
+	if !crash && failedDuring != 0 {
+		// Close answers what it handled and commits it; what it had not
+		// handled goes to the survivor, well within the deadline.
+		t.Errorf("%d of the %d requests that overlapped the victim's Close failed at their deadline", failedDuring, duringTakeover)
 	}
 	if n := victim.Stats().Handled; n != victimHandled {
 		t.Errorf("the victim handled %d requests after Close returned", n-victimHandled)
