@@ -118,7 +118,7 @@ func testBridgeCancelNotSent(t *testing.T, useGo bool) {
 	defer mu.Unlock()
 	rec.mu.Lock()
 	defer rec.mu.Unlock()
-	var replied, publishErr, publishErrSeen, noReply, noReplySeen, other, handledTwice int
+	var replied, canceled, publishErr, publishErrSeen, noReply, noReplySeen, other, handledTwice int
 	ids := make(map[string]bool)
 	for _, end := range rec.ends {
 		id, err := end.id, end.err
@@ -128,6 +128,9 @@ func testBridgeCancelNotSent(t *testing.T, useGo bool) {
 		ids[id] = true
 		if id != "" && seen[id] > 1 {
 			handledTwice++
+		}
+		if errors.Is(err, context.Canceled) {
+			canceled++
 		}
 		switch {
 		case err == nil:
@@ -159,5 +162,10 @@ func testBridgeCancelNotSent(t *testing.T, useGo bool) {
 	}
 	if handledTwice != 0 {
 		t.Errorf("%d requests handled twice", handledTwice)
+	}
+	// Stats counts each request once, by cause: the cancelled ones (not
+	// sent or maybe sent) as Canceled, whichever error they got.
+	if st := b.Stats(); st.Replies != uint64(replied) || st.Canceled != uint64(canceled) || st.InFlight != 0 {
+		t.Errorf("Stats: %d replies, %d canceled, %d in flight; the requests got %d replies and %d errors wrapping context.Canceled", st.Replies, st.Canceled, st.InFlight, replied, canceled)
 	}
 }
