@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -160,11 +161,18 @@ func kafkaPostgres(t *testing.T) deployment {
 
 func testPrefix() string { return "t" + strings.ToLower(rand.Text()[:8]) + "." }
 
-// items starts an items-service process of d.
+// items starts an items-service process of d, and waits until it has its
+// share of the partitions of each of its consumer groups (takedowns,
+// queries, reports): "items service running" comes before the first
+// assignment, and a test that expects a takedown confirmed within the API's
+// -sync-timeout must not count the group's join against it.
 func (d deployment) items(t *testing.T, name string, args ...string) *osProc {
 	t.Helper()
-	p := startProcess(t, name, d.env, append([]string{"-role", "items", "-brokers", d.brokers, "-topic-prefix", d.prefix, "-db", d.dsn}, args...)...)
+	p := startProcess(t, name, d.env, append([]string{"-role", "items", "-brokers", d.brokers, "-topic-prefix", d.prefix, "-db", d.dsn, "-log-level", "debug"}, args...)...)
 	p.stdout.waitFor(t, `items service running`)
+	for _, g := range []string{"takedowns", "queries", "reports"} {
+		p.stderr.waitFor(t, `joined generation" group=`+regexp.QuoteMeta(d.prefix)+`\S*\.`+g+` .*assignments=[1-9]`)
+	}
 	return p
 }
 
