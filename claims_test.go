@@ -349,42 +349,44 @@ func TestClaimBridgeTimeoutDefault(t *testing.T) {
 func TestClaimReplyExpired(t *testing.T) {
 	for _, withHooks := range []bool{false, true} {
 		t.Run(fmt.Sprintf("hooks=%v", withHooks), func(t *testing.T) {
-			tr := &memory.Transport{}
-			defer tr.Close()
-			got := replies(t, tr)
-			ends := make(chan *syncbridge.HandleInfo, 1)
-			var opts []syncbridge.Option
-			if withHooks {
-				opts = append(opts, syncbridge.WithHooks(handleEndFunc(func(hi *syncbridge.HandleInfo) { ends <- hi })))
-			}
-			handled := make(chan struct{})
-			r, err := syncbridge.NewResponder(context.Background(), tr, "req", func(ctx context.Context, req *syncbridge.Message) (syncbridge.Message, error) {
-				<-ctx.Done() // the caller's deadline passes
-				close(handled)
-				return syncbridge.Message{Value: []byte("too late")}, nil
-			}, opts...)
-			if err != nil {
-				t.Fatal(err)
-			}
-			rawRequest(t, tr, "x", time.Now().Add(20*time.Millisecond))
-			<-handled
-			if withHooks {
-				if hi := <-ends; hi.Reply != nil || hi.ReplyErr != nil {
-					t.Errorf("HandleInfo Reply %v, ReplyErr %v; want neither", hi.Reply, hi.ReplyErr)
+			synctest.Test(t, func(t *testing.T) { // the request is handled before its deadline, however busy the machine
+				tr := &memory.Transport{}
+				defer tr.Close()
+				got := replies(t, tr)
+				ends := make(chan *syncbridge.HandleInfo, 1)
+				var opts []syncbridge.Option
+				if withHooks {
+					opts = append(opts, syncbridge.WithHooks(handleEndFunc(func(hi *syncbridge.HandleInfo) { ends <- hi })))
 				}
-			}
-			if err := r.Close(); err != nil { // the handler has returned, its reply is settled
-				t.Fatal(err)
-			}
-			if st := r.Stats(); st.ReplyExpired != 1 || st.ReplyFailed != 0 || st.Handled != 1 {
-				t.Errorf("stats %+v, want 1 handled, its reply expired, none failed", st)
-			}
-			if err := tr.Publish(context.Background(), syncbridge.Message{Topic: "raw.replies", Value: []byte("marker")}); err != nil {
-				t.Fatal(err)
-			}
-			if m := <-got; string(m.Value) != "marker" {
-				t.Errorf("reply %q published after its deadline", m.Value)
-			}
+				handled := make(chan struct{})
+				r, err := syncbridge.NewResponder(context.Background(), tr, "req", func(ctx context.Context, req *syncbridge.Message) (syncbridge.Message, error) {
+					<-ctx.Done() // the caller's deadline passes
+					close(handled)
+					return syncbridge.Message{Value: []byte("too late")}, nil
+				}, opts...)
+				if err != nil {
+					t.Fatal(err)
+				}
+				rawRequest(t, tr, "x", time.Now().Add(20*time.Millisecond))
+				<-handled
+				if withHooks {
+					if hi := <-ends; hi.Reply != nil || hi.ReplyErr != nil {
+						t.Errorf("HandleInfo Reply %v, ReplyErr %v; want neither", hi.Reply, hi.ReplyErr)
+					}
+				}
+				if err := r.Close(); err != nil { // the handler has returned, its reply is settled
+					t.Fatal(err)
+				}
+				if st := r.Stats(); st.ReplyExpired != 1 || st.ReplyFailed != 0 || st.Handled != 1 {
+					t.Errorf("stats %+v, want 1 handled, its reply expired, none failed", st)
+				}
+				if err := tr.Publish(context.Background(), syncbridge.Message{Topic: "raw.replies", Value: []byte("marker")}); err != nil {
+					t.Fatal(err)
+				}
+				if m := <-got; string(m.Value) != "marker" {
+					t.Errorf("reply %q published after its deadline", m.Value)
+				}
+			})
 		})
 	}
 }

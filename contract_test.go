@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"github.com/syncbridge/syncbridge"
@@ -167,45 +168,50 @@ func TestCancelThenVerdict(t *testing.T) {
 	} {
 		for _, end := range []string{"Cancel", "ctx cancel", "deadline"} {
 			t.Run(v.name+"/"+end, func(t *testing.T) {
-				tr := &memory.Transport{}
-				defer tr.Close()
-				h := &heldDone{Transport: tr, dones: make(chan heldPub, 1)}
-				b, err := syncbridge.New(context.Background(), h)
-				if err != nil {
-					t.Fatal(err)
-				}
-				defer b.Close()
-				ctx, cancel := context.WithCancel(context.Background())
-				defer cancel()
-				cause := context.Canceled
-				if end == "deadline" {
-					ctx, cancel = context.WithTimeout(ctx, time.Millisecond)
+				// In a bubble: the deadline (1 ms) passes only once the test
+				// waits for it, never before Go publishes, however busy the
+				// machine (a Call on an ended context is not published at all).
+				synctest.Test(t, func(t *testing.T) {
+					tr := &memory.Transport{}
+					defer tr.Close()
+					h := &heldDone{Transport: tr, dones: make(chan heldPub, 1)}
+					b, err := syncbridge.New(context.Background(), h)
+					if err != nil {
+						t.Fatal(err)
+					}
+					defer b.Close()
+					ctx, cancel := context.WithCancel(context.Background())
 					defer cancel()
-					cause = context.DeadlineExceeded
-				}
-				call := b.Go(ctx, syncbridge.Message{Topic: "req"})
-				held := <-h.dones
-				switch end {
-				case "Cancel":
-					call.Cancel()
-				case "ctx cancel":
-					cancel()
-				case "deadline":
-					<-ctx.Done()
-				}
-				// The Call waits for the verdict: the transport holds it.
-				// Its expiry reaches the transport's context (a real
-				// transport's queue would drop it now); then the verdict.
-				<-held.ctx.Done()
-				if _, err := call.Result(); err != syncbridge.ErrPending {
-					t.Fatalf("the Call ended (%v) before the transport's verdict", err)
-				}
-				held.done(v.verdict)
-				_, err = call.Wait(ctxTimeout(t, guard))
-				if !errors.Is(err, v.want) || !errors.Is(err, cause) || !errors.Is(err, v.verdict) {
-					t.Errorf("%v: want %v wrapping %v and the transport's error", err, v.want, cause)
-				}
-				checkStatsMatch(t, b, []error{err})
+					cause := context.Canceled
+					if end == "deadline" {
+						ctx, cancel = context.WithTimeout(ctx, time.Millisecond)
+						defer cancel()
+						cause = context.DeadlineExceeded
+					}
+					call := b.Go(ctx, syncbridge.Message{Topic: "req"})
+					held := <-h.dones
+					switch end {
+					case "Cancel":
+						call.Cancel()
+					case "ctx cancel":
+						cancel()
+					case "deadline":
+						<-ctx.Done()
+					}
+					// The Call waits for the verdict: the transport holds it.
+					// Its expiry reaches the transport's context (a real
+					// transport's queue would drop it now); then the verdict.
+					<-held.ctx.Done()
+					if _, err := call.Result(); err != syncbridge.ErrPending {
+						t.Fatalf("the Call ended (%v) before the transport's verdict", err)
+					}
+					held.done(v.verdict)
+					_, err = call.Wait(ctxTimeout(t, guard))
+					if !errors.Is(err, v.want) || !errors.Is(err, cause) || !errors.Is(err, v.verdict) {
+						t.Errorf("%v: want %v wrapping %v and the transport's error", err, v.want, cause)
+					}
+					checkStatsMatch(t, b, []error{err})
+				})
 			})
 		}
 	}

@@ -8,6 +8,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"github.com/syncbridge/syncbridge"
@@ -66,49 +67,54 @@ func TestRequestIsGoPlusWait(t *testing.T) {
 	for _, v := range verdicts {
 		for _, e := range ends {
 			t.Run(v.name+"/"+e.name, func(t *testing.T) {
-				tr := &memory.Transport{}
-				defer tr.Close()
-				b, err := syncbridge.New(context.Background(), blockingTransport{tr, v.err}, syncbridge.WithDefaultTimeout(e.defaultTimeout))
-				if err != nil {
-					t.Fatal(err)
-				}
-				defer b.Close()
-				check := func(how string, err error) {
-					t.Helper()
-					other := syncbridge.ErrNoReply
-					if v.want == syncbridge.ErrNoReply {
-						other = syncbridge.ErrPublish
+				// In a bubble: each context ends only once its Call waits on
+				// the transport, never before it is published, however busy the
+				// machine (a Call on an ended context is ErrPublish, never sent).
+				synctest.Test(t, func(t *testing.T) {
+					tr := &memory.Transport{}
+					defer tr.Close()
+					b, err := syncbridge.New(context.Background(), blockingTransport{tr, v.err}, syncbridge.WithDefaultTimeout(e.defaultTimeout))
+					if err != nil {
+						t.Fatal(err)
 					}
-					if !errors.Is(err, v.want) || !errors.Is(err, e.cause) || errors.Is(err, other) {
-						t.Fatalf("%s: %v, want %v and %v", how, err, v.want, e.cause)
+					defer b.Close()
+					check := func(how string, err error) {
+						t.Helper()
+						other := syncbridge.ErrNoReply
+						if v.want == syncbridge.ErrNoReply {
+							other = syncbridge.ErrPublish
+						}
+						if !errors.Is(err, v.want) || !errors.Is(err, e.cause) || errors.Is(err, other) {
+							t.Fatalf("%s: %v, want %v and %v", how, err, v.want, e.cause)
+						}
 					}
-				}
-				var wg sync.WaitGroup
-				for range n {
-					wg.Add(2)
-					go func() {
-						defer wg.Done()
-						ctx, cancel := e.ctx()
-						defer cancel()
-						_, err := b.Request(ctx, syncbridge.Message{Topic: "req"})
-						check("Request", err)
-					}()
-					go func() {
-						defer wg.Done()
-						ctx, cancel := e.ctx()
-						defer cancel()
-						_, err := b.Go(ctx, syncbridge.Message{Topic: "req"}).Wait(context.Background())
-						check("Go", err)
-					}()
-				}
-				wg.Wait()
-				st := b.Stats()
-				if got := e.stat(st); got != 2*n {
-					t.Errorf("stats %+v: %d counted as %s, want %d", st, got, e.name, 2*n)
-				}
-				if st.PublishErrors != 0 || st.InFlight != 0 || st.Waiting != 0 {
-					t.Errorf("stats %+v: want no publish errors (the caller's context ended each) and nothing in flight", st)
-				}
+					var wg sync.WaitGroup
+					for range n {
+						wg.Add(2)
+						go func() {
+							defer wg.Done()
+							ctx, cancel := e.ctx()
+							defer cancel()
+							_, err := b.Request(ctx, syncbridge.Message{Topic: "req"})
+							check("Request", err)
+						}()
+						go func() {
+							defer wg.Done()
+							ctx, cancel := e.ctx()
+							defer cancel()
+							_, err := b.Go(ctx, syncbridge.Message{Topic: "req"}).Wait(context.Background())
+							check("Go", err)
+						}()
+					}
+					wg.Wait()
+					st := b.Stats()
+					if got := e.stat(st); got != 2*n {
+						t.Errorf("stats %+v: %d counted as %s, want %d", st, got, e.name, 2*n)
+					}
+					if st.PublishErrors != 0 || st.InFlight != 0 || st.Waiting != 0 {
+						t.Errorf("stats %+v: want no publish errors (the caller's context ended each) and nothing in flight", st)
+					}
+				})
 			})
 		}
 	}

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"strings"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"go.uber.org/goleak"
@@ -96,36 +97,42 @@ func TestGoCase(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			tr := &memory.Transport{Partitions: 3}
-			defer tr.Close()
-			if tc.responder == nil {
-				r, err := syncbridge.NewResponder(context.Background(), tr, "req", echoOrFail)
+			// In a bubble, time passes only when every goroutine waits: each
+			// request answered is answered before its timeout, and each reply
+			// misrouted is dropped before the last request gives up, however
+			// busy the machine.
+			synctest.Test(t, func(t *testing.T) {
+				tr := &memory.Transport{Partitions: 3}
+				defer tr.Close()
+				if tc.responder == nil {
+					r, err := syncbridge.NewResponder(context.Background(), tr, "req", echoOrFail)
+					if err != nil {
+						t.Fatal(err)
+					}
+					defer r.Close()
+				} else {
+					sub, err := tr.Subscribe(context.Background(), syncbridge.SubscribeConfig{Topic: "req", Group: "g"}, tc.responder(tr))
+					if err != nil {
+						t.Fatal(err)
+					}
+					defer sub.Close()
+				}
+				c := goCase{peer: "memory", mode: "m", requestTopic: "req", replyTopic: "replies", pinned: tc.pinned, n: 20, window: 4, timeout: 200 * time.Millisecond,
+					transport: func() (syncbridge.Transport, func(), error) { return tr, func() {}, nil }, nonce: "n"}
+				ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+				defer cancel()
+				got, err := c.run(ctx)
 				if err != nil {
 					t.Fatal(err)
 				}
-				defer r.Close()
-			} else {
-				sub, err := tr.Subscribe(context.Background(), syncbridge.SubscribeConfig{Topic: "req", Group: "g"}, tc.responder(tr))
-				if err != nil {
-					t.Fatal(err)
+				tc.want.Peer, tc.want.Direction, tc.want.Mode, tc.want.Sent, tc.want.ErrorsSent = "memory", "go->memory", "m", 20, 10
+				if got != tc.want {
+					t.Errorf("got  %+v\nwant %+v", got, tc.want)
 				}
-				defer sub.Close()
-			}
-			c := goCase{peer: "memory", mode: "m", requestTopic: "req", replyTopic: "replies", pinned: tc.pinned, n: 20, window: 4, timeout: 200 * time.Millisecond,
-				transport: func() (syncbridge.Transport, func(), error) { return tr, func() {}, nil }, nonce: "n"}
-			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-			defer cancel()
-			got, err := c.run(ctx)
-			if err != nil {
-				t.Fatal(err)
-			}
-			tc.want.Peer, tc.want.Direction, tc.want.Mode, tc.want.Sent, tc.want.ErrorsSent = "memory", "go->memory", "m", 20, 10
-			if got != tc.want {
-				t.Errorf("got  %+v\nwant %+v", got, tc.want)
-			}
-			if got.ok() != (tc.responder == nil) {
-				t.Errorf("ok() = %v", got.ok())
-			}
+				if got.ok() != (tc.responder == nil) {
+					t.Errorf("ok() = %v", got.ok())
+				}
+			})
 		})
 	}
 }

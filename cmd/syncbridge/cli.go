@@ -453,6 +453,7 @@ func watch(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs, c := newCommand("watch", stderr)
 	topic := fs.String("topic", "", "request `topic` (required)")
 	replyTopic := fs.String("reply-topic", syncbridge.DefaultReplyTopic, "reply `topic`")
+	grace := fs.Duration("grace", 2*time.Second, "how long a reply with no request seen waits for it (the two topics are read apart, the request may come second) before it is flagged")
 	if err := parse(fs, args); err != nil {
 		return err
 	}
@@ -464,7 +465,8 @@ func watch(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	defer tr.Close()
-	w := &watcher{c: c, out: stdout, deadlines: make(map[string]time.Time)}
+	w := &watcher{c: c, out: stdout, grace: *grace, deadlines: make(map[string]time.Time), pending: make(map[string]*pendingReply)}
+	defer w.stop()
 	sctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
 	for _, t := range []string{*topic, *replyTopic} {
@@ -481,16 +483,29 @@ func watch(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 
 // watcher prints what flows on a topic pair.
 type watcher struct {
-	c   *conn
-	out io.Writer
+	c     *conn
+	out   io.Writer
+	grace time.Duration // how long a reply waits for its request
 
-	mu sync.Mutex // protects deadlines and out
+	mu sync.Mutex // protects deadlines, pending, stopped and out
 	// deadlines holds the deadline of each request seen (zero: none),
 	// by correlation ID, so that replies nobody waits for show.
 	deadlines map[string]time.Time
+	// pending holds the replies whose request has not been seen yet, by
+	// correlation ID. The topics are read by two subscriptions, each at
+	// its own pace: a reply can come before its request.
+	pending map[string]*pendingReply
+	stopped bool
 }
 
-// maxWatched bounds the requests a watcher remembers.
+// pendingReply is a reply waiting for its request, until its timer flags it.
+type pendingReply struct {
+	m     syncbridge.Message
+	timer *time.Timer
+}
+
+// maxWatched bounds the requests a watcher remembers, and the replies
+// waiting for theirs.
 const maxWatched = 100000
 
 func (w *watcher) handle(requests bool) syncbridge.Handler {
@@ -498,6 +513,9 @@ func (w *watcher) handle(requests bool) syncbridge.Handler {
 		id, _ := m.Header(w.c.headers.CorrelationID)
 		w.mu.Lock()
 		defer w.mu.Unlock()
+		if w.stopped {
+			return
+		}
 		if requests {
 			var d time.Time
 			if v, ok := m.Header(w.c.headers.Deadline); ok {
@@ -510,18 +528,62 @@ func (w *watcher) handle(requests bool) syncbridge.Handler {
 			}
 			w.deadlines[string(id)] = d
 			w.c.printMessage(w.out, "request ", &m)
+			if p, ok := w.pending[string(id)]; ok { // its reply came first
+				p.timer.Stop()
+				delete(w.pending, string(id))
+				w.printReply(id, &p.m)
+			}
 			return
 		}
-		note := ""
-		d, seen := w.deadlines[string(id)]
-		switch {
-		case !seen:
-			note = " (NOBODY WAITS: no request with this correlation ID seen)"
-		case !d.IsZero() && m.Time.After(d):
-			note = fmt.Sprintf(" (NOBODY WAITS: written %v after the caller's deadline)", m.Time.Sub(d).Round(time.Millisecond))
+		if _, seen := w.deadlines[string(id)]; !seen && w.grace > 0 && len(w.pending) < maxWatched {
+			if _, dup := w.pending[string(id)]; !dup {
+				p := &pendingReply{m: m}
+				p.timer = time.AfterFunc(w.grace, func() { w.expire(string(id), p) })
+				w.pending[string(id)] = p
+				return
+			}
 		}
-		delete(w.deadlines, string(id))
-		fmt.Fprintf(w.out, "reply to %s%s\n", printable(id), note)
-		w.c.printMessage(w.out, "reply ", &m)
+		w.printReply(id, &m)
 	}
+}
+
+// expire prints p, a reply whose request was not seen within the grace
+// period, as one nobody waits for.
+func (w *watcher) expire(id string, p *pendingReply) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.stopped || w.pending[id] != p {
+		return // printed when its request came, or the watch ended
+	}
+	delete(w.pending, id)
+	w.printReply([]byte(id), &p.m)
+}
+
+// stop ends the watch: the replies still waiting for their requests are
+// not printed.
+func (w *watcher) stop() {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.stopped = true
+	for _, p := range w.pending {
+		p.timer.Stop()
+	}
+	clear(w.pending)
+}
+
+// printReply prints reply m to request id, flagged when nobody waits for
+// it: no request with id seen, or m written after its deadline. w.mu is
+// held.
+func (w *watcher) printReply(id []byte, m *syncbridge.Message) {
+	note := ""
+	d, seen := w.deadlines[string(id)]
+	switch {
+	case !seen:
+		note = " (NOBODY WAITS: no request with this correlation ID seen)"
+	case !d.IsZero() && m.Time.After(d):
+		note = fmt.Sprintf(" (NOBODY WAITS: written %v after the caller's deadline)", m.Time.Sub(d).Round(time.Millisecond))
+	}
+	delete(w.deadlines, string(id))
+	fmt.Fprintf(w.out, "reply to %s%s\n", printable(id), note)
+	w.c.printMessage(w.out, "reply ", m)
 }

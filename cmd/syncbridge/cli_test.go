@@ -4,7 +4,9 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"io"
 	"os"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -205,4 +207,36 @@ func TestUsage(t *testing.T) {
 	if code, out := cli(t, "", "help"); code != 0 || !strings.Contains(out, "request") {
 		t.Errorf("help: exit %d:\n%s", code, out)
 	}
+}
+
+// TestWatchReplyBeforeRequest: watch reads the request and reply topics
+// apart, so a reply can come before its request; it waits for it (the
+// grace period) and is not flagged, while one whose request never comes is
+// flagged when the grace period ends.
+func TestWatchReplyBeforeRequest(t *testing.T) {
+	fs, c := newCommand("watch", io.Discard)
+	if err := parse(fs, nil); err != nil {
+		t.Fatal(err)
+	}
+	out := newOutput()
+	w := &watcher{c: c, out: out, grace: time.Hour, deadlines: make(map[string]time.Time), pending: make(map[string]*pendingReply)}
+	defer w.stop()
+	h := c.headers
+	msg := func(id string) syncbridge.Message {
+		return syncbridge.Message{Value: []byte("v"), Time: time.Now(), Headers: []syncbridge.Header{{Key: h.CorrelationID, Value: []byte(id)},
+			{Key: h.Deadline, Value: strconv.AppendInt(nil, time.Now().Add(time.Hour).UnixMilli(), 10)}}}
+	}
+	requests, replies := w.handle(true), w.handle(false)
+	replies(context.Background(), msg("first"))
+	if s := out.String(); s != "" {
+		t.Fatalf("a reply whose request was not seen yet printed at once:\n%s", s)
+	}
+	requests(context.Background(), msg("first"))
+	out.await(t, `reply to "first"`)
+	if s := out.String(); strings.Contains(s, "NOBODY WAITS") || strings.Index(s, "request ") > strings.Index(s, "reply to") {
+		t.Errorf("a reply that came before its request, want the request then the reply, not flagged:\n%s", s)
+	}
+	w.grace = time.Nanosecond
+	replies(context.Background(), msg("stray"))
+	out.await(t, `reply to "stray" (NOBODY WAITS: no request with this correlation ID seen)`)
 }

@@ -16,7 +16,8 @@
 // with its stdout, and turns a non-zero exit status into an error reply
 // (code "exit_N", description from stderr). watch prints the requests and
 // replies flowing on a topic pair with their headers decoded, and flags
-// replies nobody waits for (no request seen, or its deadline passed).
+// replies nobody waits for (no request seen within -grace, or its deadline
+// passed).
 //
 // Flags for the connection: -brokers, -tls, -tls-ca, -tls-cert, -tls-key,
 // -tls-insecure, -sasl (plain, scram-sha-256, scram-sha-512), -sasl-user,
