@@ -560,13 +560,20 @@ func (w *watcher) expire(id string, p *pendingReply) {
 }
 
 // stop ends the watch: the replies still waiting for their requests are
-// not printed.
+// printed, flagged, in the order they were written; nothing is printed
+// after it.
 func (w *watcher) stop() {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	w.stopped = true
-	for _, p := range w.pending {
+	left := make([]string, 0, len(w.pending))
+	for id, p := range w.pending {
 		p.timer.Stop()
+		left = append(left, id)
+	}
+	slices.SortFunc(left, func(a, b string) int { return w.pending[a].m.Time.Compare(w.pending[b].m.Time) })
+	for _, id := range left {
+		w.printReply([]byte(id), &w.pending[id].m)
 	}
 	clear(w.pending)
 }

@@ -239,4 +239,11 @@ func TestWatchReplyBeforeRequest(t *testing.T) {
 	w.grace = time.Nanosecond
 	replies(context.Background(), msg("stray"))
 	out.await(t, `reply to "stray" (NOBODY WAITS: no request with this correlation ID seen)`)
+	// One still waiting when the watch ends is printed then, flagged.
+	w.grace = time.Hour
+	replies(context.Background(), msg("last"))
+	w.stop()
+	if s := out.String(); !strings.Contains(s, `reply to "last" (NOBODY WAITS: no request with this correlation ID seen)`) {
+		t.Errorf("a reply waiting for its request when the watch ended was not printed:\n%s", s)
+	}
 }
