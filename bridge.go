@@ -308,19 +308,15 @@ func (b *Bridge) recycle(c *Call) {
 // errNoTopic is the error of a request without a topic.
 var errNoTopic = fmt.Errorf("%w: no topic", ErrInvalidMessage)
 
-// publishError builds the error of a request that was certainly not sent.
-func (b *Bridge) publishError(c *Call, err error) error {
-	return fmt.Errorf("%w to %q (correlation %s): %w", ErrPublish, c.topic, b.ids.appendID(nil, c.seq), err)
-}
-
-// publishErrorCause is publishError for a request whose context ended
-// (cause, its error) before the transport said it was not sent: the
-// error wraps cause too, as Stats counts it by cause.
-func (b *Bridge) publishErrorCause(c *Call, err, cause error) error {
-	if cause == nil || errors.Is(err, cause) {
-		return b.publishError(c, err)
+// publishError builds the error of a request that was certainly not sent:
+// notSent, which wraps ErrNotSent, says why. cause, when not nil, is the
+// error of the request's context, which ended first: the error wraps it
+// too, as Stats counts the request by it.
+func (b *Bridge) publishError(c *Call, notSent, cause error) error {
+	if cause == nil || errors.Is(notSent, cause) {
+		return fmt.Errorf("%w to %q (correlation %s): %w", ErrPublish, c.topic, b.ids.appendID(nil, c.seq), notSent)
 	}
-	return fmt.Errorf("%w to %q (correlation %s): %w (publish: %w)", ErrPublish, c.topic, b.ids.appendID(nil, c.seq), cause, err)
+	return fmt.Errorf("%w to %q (correlation %s): %w (publish: %w)", ErrPublish, c.topic, b.ids.appendID(nil, c.seq), cause, notSent)
 }
 
 // noReply builds the error of a request that was sent, or maybe sent, and

@@ -123,9 +123,7 @@ func (b *Bridge) start(c *Call, msg *Message, watch bool) {
 		hi.ID = string(b.ids.appendID(nil, c.seq))
 	}
 	if err := c.parent.Err(); err != nil { // nothing will be published
-		// Not sent, as a transport would say of it: every ErrPublish
-		// wraps ErrNotSent.
-		c.end(nil, b.publishError(c, fmt.Errorf("%w (%w)", err, ErrNotSent)), outcomeOf(err))
+		c.end(nil, b.publishError(c, ErrNotSent, err), outcomeOf(err))
 		return
 	}
 	if d, ok := c.parent.Deadline(); ok {
@@ -257,7 +255,7 @@ func (c *Call) verdict(cause error) (error, outcome) {
 		notSent, pubErr = c.x.notSent, c.x.pubErr
 	}
 	if notSent != nil {
-		err := c.b.publishErrorCause(c, notSent, cause)
+		err := c.b.publishError(c, notSent, cause)
 		return err, outcomeOf(err)
 	}
 	return c.b.noReply(c, cause, pubErr), outcomeOf(cause)

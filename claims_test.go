@@ -214,14 +214,9 @@ func (s skipErrs) OnSkippedRequest(_ syncbridge.SkipReason, _ *syncbridge.Messag
 // ErrMalformedHeader for a request whose routing headers are missing or
 // cannot be decoded (ErrMalformedHeader), and another for an expired one.
 func TestClaimSkipHookError(t *testing.T) {
-	tr := &memory.Transport{}
-	defer tr.Close()
+	tr := newMemory(t)
 	errs := make(skipErrs, 10)
-	r, err := syncbridge.NewResponder(context.Background(), tr, "req", echo, syncbridge.WithHooks(errs))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer r.Close()
+	newResponder(t, tr, "req", echo, syncbridge.WithHooks(errs))
 	h := syncbridge.DefaultHeaderNames()
 	id := syncbridge.Header{Key: h.CorrelationID, Value: []byte("id")}
 	to := syncbridge.Header{Key: h.ReplyTopic, Value: []byte("raw.replies")}
@@ -527,26 +522,17 @@ func TestClaimCloseDuringShutdown(t *testing.T) {
 // Stats. Replies without the Responder header are each counted.
 func TestClaimGatherEnds(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		tr := &memory.Transport{}
-		defer tr.Close()
+		tr := newMemory(t)
 		for i, slow := range []bool{false, true} {
-			r, err := syncbridge.NewResponder(context.Background(), tr, "req", func(ctx context.Context, req *syncbridge.Message) (syncbridge.Message, error) {
+			newResponder(t, tr, "req", func(ctx context.Context, req *syncbridge.Message) (syncbridge.Message, error) {
 				if slow {
 					<-ctx.Done() // no reply before Close
 					return syncbridge.Message{}, ctx.Err()
 				}
 				return syncbridge.Message{Value: []byte("fast")}, nil
 			}, syncbridge.WithGroup(fmt.Sprint("g", i)))
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer r.Close()
 		}
-		b, err := syncbridge.New(context.Background(), tr)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer b.Close()
+		b := newBridge(t, tr)
 		type result struct {
 			g   *syncbridge.Gathered
 			err error
@@ -669,12 +655,11 @@ func (l *logRecorder) has(s string) bool {
 // TestClaimLogger: WithLogger logs dropped replies at Debug, handler
 // panics at Error and replies that could not be published at Warn.
 func TestClaimLogger(t *testing.T) {
-	tr := &memory.Transport{}
-	defer tr.Close()
+	tr := newMemory(t)
 	rec := &logRecorder{}
 	log := slog.New(rec)
 	failed := make(chan struct{})
-	r, err := syncbridge.NewResponder(context.Background(), tr, "req", func(_ context.Context, req *syncbridge.Message) (syncbridge.Message, error) {
+	r := newResponder(t, tr, "req", func(_ context.Context, req *syncbridge.Message) (syncbridge.Message, error) {
 		if string(req.Value) == "panic" {
 			panic("boom")
 		}
@@ -684,14 +669,7 @@ func TestClaimLogger(t *testing.T) {
 			close(failed)
 		}
 	})))
-	if err != nil {
-		t.Fatal(err)
-	}
-	b, err := syncbridge.New(context.Background(), tr, syncbridge.WithLogger(log))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer b.Close()
+	b := newBridge(t, tr, syncbridge.WithLogger(log))
 	if _, err := b.Request(ctxTimeout(t, 10*time.Second), syncbridge.Message{Topic: "req", Value: []byte("panic")}); err == nil {
 		t.Error("a panicking handler's request succeeded")
 	}

@@ -302,22 +302,14 @@ func (c *closeDuringReply) Publish(ctx context.Context, m syncbridge.Message) er
 // begins before its reply is published. Close promises that the replies
 // of the handler calls in progress are published: the caller gets it.
 func TestResponderCloseAfterHandlerReturned(t *testing.T) {
-	tr := &memory.Transport{}
-	defer tr.Close()
+	tr := newMemory(t)
 	cd := &closeDuringReply{tr, make(chan context.Context, 1), make(chan struct{}), make(chan struct{})}
-	r, err := syncbridge.NewResponder(context.Background(), cd, "req", func(ctx context.Context, req *syncbridge.Message) (syncbridge.Message, error) {
+	r := newResponder(t, cd, "req", func(ctx context.Context, req *syncbridge.Message) (syncbridge.Message, error) {
 		ctx.Done() // registered: Close cancels it
 		cd.hctx <- ctx
 		return syncbridge.Message{Value: req.Value}, nil
 	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	b, err := syncbridge.New(context.Background(), tr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer b.Close()
+	b := newBridge(t, tr)
 	call := b.Go(ctxTimeout(t, guard), syncbridge.Message{Topic: "req", Value: []byte("v")})
 	<-cd.entered
 	closed := make(chan error, 1)

@@ -19,8 +19,7 @@ func TestGatherDuplicates(t *testing.T) {
 	// In a bubble: both groups' replies and their duplicates come within
 	// the quiet gap, however busy the machine.
 	synctest.Test(t, func(t *testing.T) {
-		tr := &memory.Transport{}
-		defer tr.Close()
+		tr := newMemory(t)
 		tr.SetFaults(func(m *syncbridge.Message) memory.Fault {
 			if m.Topic == syncbridge.DefaultReplyTopic {
 				return memory.Duplicate
@@ -28,17 +27,9 @@ func TestGatherDuplicates(t *testing.T) {
 			return memory.Deliver
 		})
 		for i := range 2 {
-			r, err := syncbridge.NewResponder(context.Background(), tr, "req", echo, syncbridge.WithGroup(fmt.Sprint("g", i)))
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer r.Close()
+			newResponder(t, tr, "req", echo, syncbridge.WithGroup(fmt.Sprint("g", i)))
 		}
-		b, err := syncbridge.New(context.Background(), tr)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer b.Close()
+		b := newBridge(t, tr)
 		g, err := b.Gather(ctxTimeout(t, 10*time.Second), syncbridge.Message{Topic: "req", Value: []byte("v")}, syncbridge.GatherOptions{Count: 3, Quiet: 200 * time.Millisecond})
 		if err != nil {
 			t.Fatal(err)
@@ -187,22 +178,14 @@ func TestFailFastNoResponders(t *testing.T) {
 // TestGatherClosed: a Gather the Bridge's Close ends returns ErrClosed
 // and says so in its stop reason.
 func TestGatherClosed(t *testing.T) {
-	tr := &memory.Transport{}
-	defer tr.Close()
+	tr := newMemory(t)
 	started := make(chan struct{})
-	r, err := syncbridge.NewResponder(context.Background(), tr, "req", func(ctx context.Context, req *syncbridge.Message) (syncbridge.Message, error) {
+	newResponder(t, tr, "req", func(ctx context.Context, req *syncbridge.Message) (syncbridge.Message, error) {
 		close(started)
 		<-ctx.Done() // the Responder's Close
 		return syncbridge.Message{}, ctx.Err()
 	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer r.Close()
-	b, err := syncbridge.New(context.Background(), tr)
-	if err != nil {
-		t.Fatal(err)
-	}
+	b := newBridge(t, tr)
 	type result struct {
 		g   *syncbridge.Gathered
 		err error

@@ -11,7 +11,6 @@ import (
 	"time"
 
 	"github.com/syncbridge/syncbridge"
-	"github.com/syncbridge/syncbridge/memory"
 )
 
 // TestResponderStopRace: requests in progress on a Responder whose
@@ -22,8 +21,7 @@ func TestResponderStopRace(t *testing.T) {
 	for trial := range 20 {
 		t.Run(fmt.Sprint(trial), func(t *testing.T) {
 			rng := rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), uint64(trial)))
-			tr := &memory.Transport{}
-			defer tr.Close()
+			tr := newMemory(t)
 			var mu sync.Mutex
 			started := map[string]bool{}
 			release := make(chan struct{})
@@ -31,7 +29,7 @@ func TestResponderStopRace(t *testing.T) {
 			if trial%2 == 1 {
 				opts = append(opts, syncbridge.WithConcurrentHandlers())
 			}
-			r, err := syncbridge.NewResponder(context.Background(), tr, "req", func(ctx context.Context, req *syncbridge.Message) (syncbridge.Message, error) {
+			r := newResponder(t, tr, "req", func(ctx context.Context, req *syncbridge.Message) (syncbridge.Message, error) {
 				mu.Lock()
 				started[string(req.Value)] = true
 				mu.Unlock()
@@ -42,14 +40,7 @@ func TestResponderStopRace(t *testing.T) {
 					return syncbridge.Message{}, syncbridge.NewRemoteError("unavailable", ctx.Err().Error())
 				}
 			}, opts...)
-			if err != nil {
-				t.Fatal(err)
-			}
-			b, err := syncbridge.New(context.Background(), tr)
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer b.Close()
+			b := newBridge(t, tr)
 			const n = 40
 			calls := make([]*syncbridge.Call, n)
 			for i := range calls {

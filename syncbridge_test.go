@@ -31,24 +31,43 @@ func echo(_ context.Context, req *syncbridge.Message) (syncbridge.Message, error
 
 func newEnv(t testing.TB, h syncbridge.ReplyHandler, opts ...syncbridge.Option) *env {
 	t.Helper()
+	e := &env{tr: newMemory(t)}
+	if h != nil {
+		e.r = newResponder(t, e.tr, "req", h)
+	}
+	e.b = newBridge(t, e.tr, opts...)
+	return e
+}
+
+// newMemory returns a memory transport closed when the test ends, after
+// the Responders and Bridges made on it with newResponder and newBridge.
+func newMemory(t testing.TB) *memory.Transport {
 	tr := &memory.Transport{}
 	t.Cleanup(func() { tr.Close() })
-	e := &env{tr: tr}
-	if h != nil {
-		r, err := syncbridge.NewResponder(context.Background(), tr, "req", h)
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { r.Close() })
-		e.r = r
+	return tr
+}
+
+// newResponder returns a Responder on tr for topic, closed when the test
+// ends.
+func newResponder(t testing.TB, tr syncbridge.Transport, topic string, h syncbridge.ReplyHandler, opts ...syncbridge.Option) *syncbridge.Responder {
+	t.Helper()
+	r, err := syncbridge.NewResponder(context.Background(), tr, topic, h, opts...)
+	if err != nil {
+		t.Fatal(err)
 	}
+	t.Cleanup(func() { r.Close() })
+	return r
+}
+
+// newBridge returns a Bridge on tr, closed when the test ends.
+func newBridge(t testing.TB, tr syncbridge.Transport, opts ...syncbridge.Option) *syncbridge.Bridge {
+	t.Helper()
 	b, err := syncbridge.New(context.Background(), tr, opts...)
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { b.Close() })
-	e.b = b
-	return e
+	return b
 }
 
 func ctxTimeout(t testing.TB, d time.Duration) context.Context {
